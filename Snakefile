@@ -1,0 +1,25 @@
+# ticketalign: align lottery-ticket masks across random inits by weight symmetry.
+# `snakemake --cores 2` runs the embedded default (config.yaml); presets/ hold the paper's runs:
+#   snakemake --cores 1 --resources gpu=1 --configfile presets/cifar10_resnet20.yaml
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/dense.smk"
+include: "workflow/rules/imp.smk"
+include: "workflow/rules/match.smk"
+include: "workflow/rules/sparse.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{RESULTS}/summary.csv",
+        f"{RESULTS}/table.md",
+        f"{RESULTS}/plots/accuracy_vs_sparsity.png",
+    default_target: True

@@ -1,0 +1,112 @@
+"""Experiment config validation: one clear message, naming the key, before any job starts.
+
+The JSON schema (workflow/schemas/config.schema.yaml) is the contract; this module fills its
+defaults, turns jsonschema's errors into sentences a user can act on, and adds the checks a
+schema cannot express (a rewind epoch past the end of training). It imports no torch, so the
+Snakefile can call it at start-up for free.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the key, the value found and what is allowed."""
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``config`` with defaults filled in, or raise :class:`ConfigError`."""
+    cfg = copy.deepcopy(dict(config))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if errors:
+        raise ConfigError(_describe(errors[0], schema))
+    _fill_defaults(cfg, schema, schema)
+    _check_semantics(cfg)
+    return cfg
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _describe(err: jsonschema.ValidationError, schema: Mapping[str, Any]) -> str:
+    key = _key(err.absolute_path)
+    v = err.validator
+    if v == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        unknown = sorted(set(err.instance) - set(allowed))
+        where = f"under {key!r}" if err.absolute_path else "at the top level"
+        full = [f"{key}.{u}" if err.absolute_path else u for u in unknown]
+        return f"config: unknown key {', '.join(repr(u) for u in full)} {where}; allowed keys: {', '.join(allowed)}"
+    if v == "required":
+        return f"config: {key!r} is missing a required key: {err.message.split(' is a required')[0]}"
+    if v == "enum":
+        return f"config: {key!r} is {err.instance!r}; allowed values: {', '.join(map(str, err.validator_value))}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        rng = _range(err.schema)
+        return f"config: {key!r} is {err.instance!r}; allowed values: {rng}"
+    if v == "type":
+        return f"config: {key!r} is {err.instance!r}; expected a {err.validator_value}"
+    return f"config: {key!r}: {err.message}"
+
+
+def _range(s: Mapping[str, Any]) -> str:
+    lo = f"> {s['exclusiveMinimum']}" if "exclusiveMinimum" in s else (f">= {s['minimum']}" if "minimum" in s else "")
+    hi = f"< {s['exclusiveMaximum']}" if "exclusiveMaximum" in s else (f"<= {s['maximum']}" if "maximum" in s else "")
+    return " and ".join(x for x in (lo, hi) if x)
+
+
+def _resolve(node: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = node.get("$ref")
+    if ref and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _fill_defaults(obj: dict[str, Any], node: Mapping[str, Any], root: Mapping[str, Any]) -> None:
+    node = _resolve(node, root)
+    for name, sub in node.get("properties", {}).items():
+        sub = _resolve(sub, root)
+        if name not in obj and "default" in sub:
+            obj[name] = copy.deepcopy(sub["default"])
+        if isinstance(obj.get(name), dict):
+            _fill_defaults(obj[name], sub, root)
+
+
+def _check_semantics(cfg: Mapping[str, Any]) -> None:
+    dense_epochs = cfg["dense"]["epochs"]
+    sparse_epochs = cfg["sparse"]["train"]["epochs"]
+    limit = min(dense_epochs, sparse_epochs)
+    for i, k in enumerate(cfg["rewind_epochs"]):
+        if k >= limit:
+            raise ConfigError(
+                f"config: 'rewind_epochs[{i}]' is {k}; allowed values: 0 <= k < {limit} "
+                f"(dense.epochs = {dense_epochs}, sparse.train.epochs = {sparse_epochs})"
+            )
+    imp = cfg["imp"]
+    if imp["mode"] == "rewind" and not imp["rewind_epoch"] < dense_epochs:
+        raise ConfigError(
+            f"config: 'imp.rewind_epoch' is {imp['rewind_epoch']}; allowed values: 0 <= k < {dense_epochs} (dense.epochs)"
+        )
+    for i, pair in enumerate(cfg["seed_pairs"]):
+        if pair[0] == pair[1]:
+            raise ConfigError(f"config: 'seed_pairs[{i}]' is {pair}; seeds of A and B must differ")

@@ -1,0 +1,306 @@
+"""The one training loop: dense training, IMP fine-tuning and sparse training all use it.
+
+SGD with momentum and weight decay, a per-step learning-rate schedule (optional linear warmup,
+then cosine to 0), and an optional mask that is kept applied: pruned weights start at zero,
+their gradients are zeroed before every step and the mask is re-applied after it, so neither
+weight decay nor momentum can revive them. Snapshots are taken at requested epochs, where
+epoch 0 is the initialization and epoch ``k`` the state after exactly ``k`` full epochs.
+
+With a ``checkpoint`` path the loop saves everything it needs to continue (model, optimizer,
+step, epoch, history, RNG states) every ``checkpoint_every`` epochs and resumes from it when
+rerun; because data order depends only on ``(seed, epoch)``, a resumed run ends exactly where
+an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
+from ticketalign.data import InMemoryDataset
+
+Masks = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (the config's ``train`` blocks map onto these)."""
+
+    epochs: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    warmup_epochs: float = 0.0
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
+            raise ValueError(f"warmup_epochs must lie in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **overrides: Any) -> TrainConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}; allowed: {sorted(known)}")
+        return cls(**{**d, **overrides})
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How to run (not what to compute): device and speed options that do not change the math."""
+
+    device: str = "cpu"
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = True  # CUDA only, conv nets
+    compile: bool = False
+    eval_every: int = 1
+    checkpoint_every: int = 5
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device auto or cpu")
+    return device
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warmup to 1, then cosine decay to exactly 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, span) / span))
+
+
+def apply_masks(model: nn.Module, masks: Masks | None) -> None:
+    """Zero every pruned weight in place."""
+    if not masks:
+        return
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, m in masks.items():
+            params[name].mul_(m.to(params[name].dtype))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: InMemoryDataset, batch_size: int = 1024, amp: bool = False) -> dict[str, float]:
+    """Test accuracy (%) and mean cross-entropy over the whole test split."""
+    was_training = model.training
+    model.eval()
+    correct, loss, n = 0, 0.0, 0
+    device = next(model.parameters()).device
+    for x, y in data.test_batches(batch_size):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+        loss += F.cross_entropy(out.float(), y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+        n += len(y)
+    model.train(was_training)
+    return {"test_acc": 100.0 * correct / n, "test_loss": loss / n}
+
+
+class SGD:
+    """SGD with momentum, weight decay and optional Nesterov, exactly torch.optim.SGD's update.
+
+    Written out (with foreach kernels) because constructing any ``torch.optim`` optimizer
+    imports ``torch._dynamo``, which costs ~1.8 s in every job of the pipeline.
+    Update: ``d = g + wd * p``; ``buf = momentum * buf + d`` (``buf = d`` on the first step);
+    ``p -= lr * (d + momentum * buf if nesterov else buf)``.
+    """
+
+    def __init__(self, params: list[nn.Parameter], cfg: TrainConfig):
+        self.params = params
+        self.momentum, self.weight_decay, self.nesterov = cfg.momentum, cfg.weight_decay, cfg.nesterov
+        self.buffers: list[torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        params = self.params
+        if any(p.grad is None for p in params):
+            raise RuntimeError("every trainable parameter must receive a gradient")
+        grads = [p.grad for p in params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        if self.momentum:
+            if self.buffers is None:
+                self.buffers = [g.detach().clone() for g in grads]
+            else:
+                torch._foreach_mul_(self.buffers, self.momentum)
+                torch._foreach_add_(self.buffers, grads)
+            grads = torch._foreach_add(grads, self.buffers, alpha=self.momentum) if self.nesterov else self.buffers
+        torch._foreach_add_(params, grads, alpha=-lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffers": self.buffers}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        bufs = state["buffers"]
+        self.buffers = None if bufs is None else [b.to(p.device) for b, p in zip(bufs, self.params)]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def train(
+    model: nn.Module,
+    data: InMemoryDataset,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    runtime: Runtime = Runtime(),
+    masks: Masks | None = None,
+    snapshot_epochs: tuple[int, ...] = (),
+    on_snapshot: Callable[[int, nn.Module], None] | None = None,
+    checkpoint: str | Path | None = None,
+    log: Callable[[str], None] | None = print,
+) -> TrainResult:
+    """Train ``model`` in place on ``data``; see the module docstring for the semantics."""
+    device = next(model.parameters()).device
+    if data.device != device:
+        raise ValueError(f"data is on {data.device} but the model is on {device}; move one of them")
+    bad = [k for k in snapshot_epochs if not 0 <= k <= cfg.epochs]
+    if bad:
+        raise ValueError(f"snapshot epochs {bad} lie outside [0, {cfg.epochs}]")
+    masks = {k: v.to(device=device, dtype=torch.bool) for k, v in (masks or {}).items()}
+    params = dict(model.named_parameters())
+    missing = set(masks) - set(params)
+    if missing:
+        raise ValueError(f"mask names {sorted(missing)} are not parameters of the model")
+    use_amp = runtime.amp and device.type == "cuda"
+    if runtime.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+    optimizer = SGD(list(model.parameters()), cfg)
+    steps_per_epoch = math.ceil(len(data.y_train) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    result = TrainResult()
+    start_epoch, step = 0, 0
+    ckpt_meta = {"config": asdict(cfg), "seed": seed, "masked": sorted(masks)}
+
+    state = _load_checkpoint(checkpoint, ckpt_meta, device, log)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step, result.history = state["epoch"], state["step"], state["history"]
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        if log:
+            log(f"resumed from {checkpoint} at epoch {start_epoch}")
+    else:
+        apply_masks(model, masks)
+        if 0 in snapshot_epochs and on_snapshot:
+            on_snapshot(0, model)
+
+    step_model = torch.compile(model) if runtime.compile else model
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for x, y in data.train_batches(cfg.batch_size, seed=seed, epoch=epoch):
+            if runtime.channels_last and device.type == "cuda" and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            lr = cfg.lr * lr_factor(step, total_steps, warmup_steps)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = step_model(x)
+                loss = F.cross_entropy(out.float(), y)
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+            if masks:
+                for name, m in masks.items():
+                    g = params[name].grad
+                    if g is not None:
+                        g.mul_(m)
+            optimizer.step(lr)
+            apply_masks(model, masks)
+            loss_sum += loss.detach() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += len(y)
+            step += 1
+        elapsed = time.perf_counter() - t0
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / max(seen, 1),
+            "train_acc": 100.0 * correct.item() / max(seen, 1),
+            "lr": lr,
+            "samples_per_s": seen / max(elapsed, 1e-9),
+        }
+        last = epoch + 1 == cfg.epochs
+        if last or (runtime.eval_every > 0 and (epoch + 1) % runtime.eval_every == 0):
+            row.update(evaluate(model, data, amp=use_amp))
+        result.history.append(row)
+        if log:
+            log(_format_row(row, cfg.epochs))
+        if epoch + 1 in snapshot_epochs and on_snapshot:
+            on_snapshot(epoch + 1, model)
+        if checkpoint is not None and (last or (epoch + 1) % max(runtime.checkpoint_every, 1) == 0):
+            save_artifact(
+                checkpoint,
+                "train_checkpoint",
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "history": result.history,
+                    "rng_cpu": torch.get_rng_state(),
+                    "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                },
+                **ckpt_meta,
+            )
+    if cfg.epochs == 0 or not result.history:
+        result.history.append({"epoch": cfg.epochs, **evaluate(model, data, amp=use_amp)})
+    return result
+
+
+def _load_checkpoint(
+    path: str | Path | None, meta: dict[str, Any], device: torch.device, log: Callable[[str], None] | None
+) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None; one made by another recipe is ignored, with a note."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        state, _ = load_artifact(path, "train_checkpoint", expect=meta, map_location=str(device))
+    except ArtifactError as err:
+        if log:
+            log(f"not resuming: {err}")
+        return None
+    return state
+
+
+def _format_row(row: dict[str, float], epochs: int) -> str:
+    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"loss {row['train_loss']:.4f}", f"train {row['train_acc']:.2f}%"]
+    if "test_acc" in row:
+        parts.append(f"test {row['test_acc']:.2f}%")
+    parts += [f"lr {row['lr']:.4g}", f"{row['samples_per_s']:.0f} samples/s"]
+    return "  ".join(parts)

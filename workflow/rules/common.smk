@@ -1,0 +1,97 @@
+# Paths, target lists and command-line helpers shared by every rule.
+# The config is validated (and its defaults filled) here, before any job is scheduled.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from snakemake.exceptions import WorkflowError
+from ticketalign.config import ConfigError, load_schema, validate_config
+
+try:
+    config = validate_config(config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+RESULTS = f"results/{config['name']}"
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+RUNTIME = config["runtime"]
+# Snakemake never sets CUDA_VISIBLE_DEVICES: with `--resources gpu=N` it only limits how many
+# GPU jobs run at once. Training rules declare gpu=1 unless the config pins the CPU.
+GPU = 0 if RUNTIME["device"] == "cpu" else 1
+
+
+wildcard_constraints:
+    width=r"[0-9.]+",
+    seed=r"\d+",
+    a=r"\d+",
+    b=r"\d+",
+    sp=r"[0-9.]+",
+    k=r"\d+",
+    method=r"weight|activation",
+
+
+def fmt(x):
+    """Numbers as they appear in paths: 1 -> '1', 0.95 -> '0.95'."""
+    return f"{x:g}"
+
+
+WIDTHS = [fmt(w) for w in config["model"]["widths"]]
+SPARSITIES = [fmt(s) for s in config["sparsities"]]
+REWINDS = [str(k) for k in config["rewind_epochs"]]
+PAIRS = [tuple(p) for p in config["seed_pairs"]]
+METHODS = config["matching"]["methods"]
+VARIANTS = config["sparse"]["variants"]
+IMP_REWIND = config["imp"]["mode"] == "rewind"
+SNAPSHOTS = sorted(set(config["rewind_epochs"]) | ({config["imp"]["rewind_epoch"]} if IMP_REWIND else set()))
+# sparse-training runs per (pair, sparsity, k): one directory each
+RUNS = (
+    [v for v in ("lth", "naive") if v in VARIANTS]
+    + ([f"permuted_{m}" for m in METHODS] if "permuted" in VARIANTS else [])
+    + (["random"] if "random" in VARIANTS else [])
+)
+
+
+def seed_dir(width, seed):
+    return f"{RESULTS}/w{width}/seed{seed}"
+
+
+def pair_dir(width, a, b):
+    return f"{RESULTS}/w{width}/pair{a}-{b}"
+
+
+def flags(options):
+    """A config dict as command-line flags: {'weight_decay': 5e-4} -> '--weight-decay 0.0005'."""
+    out = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            value = str(value).lower()
+        out.append(f"{flag} {value}")
+    return " ".join(out)
+
+
+def data_flags():
+    d = config["dataset"]
+    return f"--dataset {d['name']} --data-root {d['root']}" + (" --download" if d["download"] else "")
+
+
+def model_flags(width):
+    import json
+
+    opts = json.dumps(config["model"]["options"], sort_keys=True).replace(" ", "")
+    return f"--model {config['model']['name']} --width {width} --model-options '{opts}'"
+
+
+def runtime_flags():
+    return flags(RUNTIME)
+
+
+def sparse_metrics():
+    return [
+        f"{pair_dir(w, a, b)}/sparse/s{sp}/k{k}/{run}/metrics.json"
+        for w in WIDTHS
+        for a, b in PAIRS
+        for sp in SPARSITIES
+        for k in REWINDS
+        for run in RUNS
+    ]

@@ -1,0 +1,28 @@
+# Dense training of every seed (A and B alike), with snapshots at the rewind epochs.
+
+
+rule train_dense:
+    input:
+        script=SCRIPTS / "train_dense.py",
+    output:
+        final=f"{RESULTS}/w{{width}}/seed{{seed}}/dense/final.pt",
+        snapshots=[f"{RESULTS}/w{{width}}/seed{{seed}}/dense/ep{k}.pt" for k in SNAPSHOTS],
+        metrics=f"{RESULTS}/w{{width}}/seed{{seed}}/dense/metrics.json",
+    params:
+        data=data_flags(),
+        train=flags(config["dense"]),
+        runtime=runtime_flags(),
+        snapshots=" ".join(map(str, SNAPSHOTS)),
+        out_dir=lambda wc, output: Path(output.final).parent,
+        model=lambda wc: model_flags(wc.width),
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    log:
+        f"{RESULTS}/logs/dense/w{{width}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/dense/w{{width}}_seed{{seed}}.tsv"
+    shell:
+        "python {input.script} {params.data} {params.model} {params.train} {params.runtime} "
+        "--threads {threads} --seed {wildcards.seed} --snapshot-epochs {params.snapshots} "
+        "--out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,41 @@
+# Align A to B (find pi), then permute A's masks with pi.
+
+
+rule match:
+    input:
+        script=SCRIPTS / "match.py",
+        a=f"{RESULTS}/w{{width}}/seed{{a}}/dense/final.pt",
+        b=f"{RESULTS}/w{{width}}/seed{{b}}/dense/final.pt",
+    output:
+        perm=f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{{method}}/perm.pt",
+    params:
+        data=data_flags(),
+        runtime=runtime_flags(),
+        options=lambda wc: flags(config["matching"][wc.method]),
+        model=lambda wc: model_flags(wc.width),
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    log:
+        f"{RESULTS}/logs/match/w{{width}}_pair{{a}}-{{b}}_{{method}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/match/w{{width}}_pair{{a}}-{{b}}_{{method}}.tsv"
+    shell:
+        "python {input.script} {params.data} {params.model} {params.runtime} --threads {threads} "
+        "--method {wildcards.method} {params.options} --model-a {input.a} --model-b {input.b} "
+        "--out {output.perm} > {log} 2>&1"
+
+
+rule permute_mask:
+    input:
+        script=SCRIPTS / "permute_mask.py",
+        perm=f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{{method}}/perm.pt",
+        masks=[f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{sp}.pt" for sp in SPARSITIES],
+    output:
+        masks=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{{method}}/mask_s{sp}.pt" for sp in SPARSITIES],
+    log:
+        f"{RESULTS}/logs/permute_mask/w{{width}}_pair{{a}}-{{b}}_{{method}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/permute_mask/w{{width}}_pair{{a}}-{{b}}_{{method}}.tsv"
+    shell:
+        "python {input.script} --perm {input.perm} --masks {input.masks} --outs {output.masks} > {log} 2>&1"

@@ -1,0 +1,30 @@
+# Every run -> summary.csv and table.md (mean ± std over seed pairs) -> plot.
+
+
+rule summarize:
+    input:
+        script=SCRIPTS / "summarize.py",
+        metrics=sparse_metrics(),
+    output:
+        summary=report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Results"),
+        table=f"{RESULTS}/table.md",
+    log:
+        f"{RESULTS}/logs/summarize.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/summarize.tsv"
+    shell:
+        "python {input.script} --metrics {input.metrics} --summary {output.summary} --table {output.table} > {log} 2>&1"
+
+
+rule plot:
+    input:
+        script=SCRIPTS / "plot.py",
+        summary=f"{RESULTS}/summary.csv",
+    output:
+        report(f"{RESULTS}/plots/accuracy_vs_sparsity.png", caption="../report/accuracy.rst", category="Results"),
+    log:
+        f"{RESULTS}/logs/plot.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot.tsv"
+    shell:
+        "python {input.script} --summary {input.summary} --out {output} > {log} 2>&1"

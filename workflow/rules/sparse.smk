@@ -1,0 +1,41 @@
+# Sparse training of every variant for one (seed pair, sparsity, rewind epoch k).
+
+
+def permuted_masks(wc):
+    if "permuted" not in VARIANTS:
+        return {}
+    return {m: f"{pair_dir(wc.width, wc.a, wc.b)}/{m}/mask_s{wc.sp}.pt" for m in METHODS}
+
+
+rule train_sparse:
+    input:
+        unpack(permuted_masks),
+        script=SCRIPTS / "train_sparse.py",
+        a_init=f"{RESULTS}/w{{width}}/seed{{a}}/dense/ep{{k}}.pt",
+        b_init=f"{RESULTS}/w{{width}}/seed{{b}}/dense/ep{{k}}.pt",
+        mask=f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{{sp}}.pt",
+    output:
+        [f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/sparse/s{{sp}}/k{{k}}/{run}/metrics.json" for run in RUNS],
+    params:
+        data=data_flags(),
+        train=flags(config["sparse"]["train"]),
+        runtime=runtime_flags(),
+        variants=" ".join(VARIANTS),
+        permuted=lambda wc, input: " ".join(f"--permuted-mask {m}={input[m]}" for m in permuted_masks(wc)),
+        tags=lambda wc: (
+            f"--tag dataset={config['dataset']['name']} --tag seed_a={wc.a} --tag seed_b={wc.b} --tag width={wc.width}"
+        ),
+        out_dir=lambda wc: f"{pair_dir(wc.width, wc.a, wc.b)}/sparse/s{wc.sp}/k{wc.k}",
+        model=lambda wc: model_flags(wc.width),
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    log:
+        f"{RESULTS}/logs/sparse/w{{width}}_pair{{a}}-{{b}}_s{{sp}}_k{{k}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sparse/w{{width}}_pair{{a}}-{{b}}_s{{sp}}_k{{k}}.tsv"
+    shell:
+        "python {input.script} {params.data} {params.model} {params.train} {params.runtime} "
+        "--threads {threads} --seed {wildcards.b} --rewind-epoch {wildcards.k} --a-init {input.a_init} "
+        "--b-init {input.b_init} --mask {input.mask} {params.permuted} --variants {params.variants} "
+        "{params.tags} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Iterative magnitude pruning of dense model A: one shared chain of levels, one mask per target.
+
+Trained levels are cached under <out-dir>/levels, so a rerun (after a crash, or with another
+target sparsity) trains only the levels it does not have yet.
+"""
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+from ticketalign import cli
+from ticketalign.artifacts import save_artifact, save_json
+from ticketalign.pruning import dense_masks, plan_imp, run_imp, sparsity, total_count
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    cli.add_data_args(p)
+    cli.add_model_args(p)
+    cli.add_train_args(p)
+    cli.add_runtime_args(p)
+    p.add_argument("--seed", type=int, required=True, help="seed of model A")
+    p.add_argument("--dense", required=True, help="trained dense A (final.pt)")
+    p.add_argument("--rewind-state", default=None, help="A at the rewind epoch: IMP with rewinding")
+    p.add_argument("--prune-rate", type=float, default=0.2, help="fraction of remaining weights pruned per level")
+    p.add_argument("--sparsities", type=float, nargs="+", required=True)
+    p.add_argument("--out-dir", type=Path, required=True, help="writes mask_s<sparsity>.pt, metrics.json")
+    args = p.parse_args()
+
+    rt, device = cli.runtime(args)
+    data = cli.dataset(args, device)
+    model = cli.model(args, data).to(device)
+    model.load_state_dict(cli.load_model_state(args.dense, args))
+    rewind = cli.load_model_state(args.rewind_state, args) if args.rewind_state else None
+    cfg = cli.train_config(args)
+    plan = plan_imp(total_count(dense_masks(model)), args.sparsities, args.prune_rate)
+    # everything that determines the chain; cached levels from another recipe are never reused
+    recipe = {k: v for k, v in vars(args).items() if k not in ("out_dir", "threads", "device")}
+    fingerprint = hashlib.sha256(
+        json.dumps(recipe, sort_keys=True, default=str).encode() + Path(args.dense).read_bytes()
+    ).hexdigest()
+    cli.log(f"IMP chain: {plan.trained_levels} trained levels, targets {plan.targets}")
+    meta = cli.model_meta(args) | {"seed": args.seed}
+
+    def emit(target, masks):
+        save_artifact(args.out_dir / f"mask_s{target:g}.pt", "mask", masks, sparsity=target, **meta)
+        cli.log(f"mask for target {target:g}: sparsity {sparsity(masks):.6f}")
+
+    levels = run_imp(
+        model, data, plan=plan, train_cfg=cfg, seed=args.seed, fingerprint=fingerprint,
+        cache_dir=args.out_dir / "levels", rewind_state=rewind, runtime=rt, on_target=emit, log=cli.log,
+    )
+    save_json(args.out_dir / "metrics.json", {**meta, "mode": "rewind" if rewind else "ft",
+                                             "trained_levels": plan.trained_levels, "levels": levels})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Find the permutation pi of A's hidden units that aligns trained A with trained B."""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ticketalign import cli
+from ticketalign.artifacts import save_artifact
+from ticketalign.models import permutation_spec
+from ticketalign.permutation.activation_matching import activation_matching
+from ticketalign.permutation.weight_matching import weight_matching
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    cli.add_data_args(p)
+    cli.add_model_args(p)
+    cli.add_runtime_args(p)
+    p.add_argument("--method", choices=["weight", "activation"], required=True)
+    p.add_argument("--model-a", required=True, help="trained dense A (final.pt)")
+    p.add_argument("--model-b", required=True, help="trained dense B (final.pt)")
+    p.add_argument("--max-sweeps", type=int, default=100, help="weight matching: most sweeps")
+    p.add_argument("--tol", type=float, default=1e-12, help="weight matching: relative gain that stops")
+    p.add_argument("--seed", type=int, default=0, help="weight matching: order of the groups")
+    p.add_argument("--batches", type=int, default=20, help="activation matching: training batches")
+    p.add_argument("--batch-size", type=int, default=256, help="activation matching: batch size")
+    p.add_argument("--out", type=Path, required=True, help="the permutation (perm.pt)")
+    args = p.parse_args()
+
+    _, device = cli.runtime(args)
+    data = cli.dataset(args, device)
+    models = []
+    for path in (args.model_a, args.model_b):
+        m = cli.model(args, data).to(device)
+        m.load_state_dict(cli.load_model_state(path, args))
+        models.append(m)
+    spec = permutation_spec(models[0])
+    if args.method == "weight":
+        params = [{n: t.detach() for n, t in m.named_parameters()} for m in models]
+        perm, history = weight_matching(spec, *params, max_sweeps=args.max_sweeps, tol=args.tol, seed=args.seed,
+                                        log=cli.log)
+        quality = {"objective_before": history[0], "objective_after": history[-1], "sweeps": len(history) - 1}
+    else:
+        batches = data.train_batches(args.batch_size, seed=0, epoch=0)
+        xs = (x for i, (x, _) in zip(range(args.batches), batches))
+        perm, quality = activation_matching(spec, *models, xs)
+    moved = {g: float((idx != torch.arange(len(idx))).float().mean()) for g, idx in perm.items()}
+    cli.log(f"{args.method} matching: {quality}; fraction of units moved per group: {moved}")
+    save_artifact(args.out, "permutation", {"perm": perm, "spec": spec.to_dict()}, method=args.method, quality=quality, **cli.model_meta(args))
+
+
+if __name__ == "__main__":
+    main()

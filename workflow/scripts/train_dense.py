@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Train one dense model from its seed; save snapshots at the rewind epochs and the final state.
+
+Epoch 0 is the initialization itself, epoch k the state after exactly k full epochs.
+"""
+
+import argparse
+from pathlib import Path
+
+from ticketalign import cli
+from ticketalign.artifacts import save_artifact, save_json
+from ticketalign.train import train
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    cli.add_data_args(p)
+    cli.add_model_args(p)
+    cli.add_train_args(p)
+    cli.add_runtime_args(p)
+    p.add_argument("--seed", type=int, required=True, help="seed of the initialization and data order")
+    p.add_argument("--snapshot-epochs", type=int, nargs="*", default=[], help="epochs to save (0 = init)")
+    p.add_argument("--out-dir", type=Path, required=True, help="writes ep<k>.pt, final.pt, metrics.json")
+    args = p.parse_args()
+
+    rt, device = cli.runtime(args)
+    data = cli.dataset(args, device)
+    model = cli.model(args, data, seed=args.seed).to(device)
+    cfg = cli.train_config(args)
+    meta = cli.model_meta(args) | {"seed": args.seed}
+
+    def snapshot(epoch, m):
+        save_artifact(args.out_dir / f"ep{epoch}.pt", "model_state", m.state_dict(), epoch=epoch, **meta)
+
+    cli.log(f"dense {args.model} w{args.width:g} seed {args.seed}: {cfg}")
+    result = train(
+        model, data, cfg, seed=args.seed, runtime=rt, snapshot_epochs=tuple(args.snapshot_epochs),
+        on_snapshot=snapshot, checkpoint=args.out_dir / "train.ckpt", log=cli.log,
+    )
+    save_artifact(args.out_dir / "final.pt", "model_state", model.state_dict(), epoch=cfg.epochs, **meta)
+    save_json(args.out_dir / "metrics.json", {**meta, **result.final, "history": result.history})
+    (args.out_dir / "train.ckpt").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
