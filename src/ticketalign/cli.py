@@ -93,7 +93,9 @@ def dataset(args: argparse.Namespace, device: torch.device) -> InMemoryDataset:
 
 
 def model(args: argparse.Namespace, data: InMemoryDataset, seed: int | None = None) -> torch.nn.Module:
-    return build_model(args.model, data.input_shape, data.num_classes, width=args.width, seed=seed, **args.model_options)
+    return build_model(
+        args.model, data.input_shape, data.num_classes, width=args.width, seed=seed, **args.model_options
+    )
 
 
 def model_meta(args: argparse.Namespace) -> dict[str, Any]:

@@ -26,6 +26,32 @@ def load_schema(path: str | Path) -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
+def deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``new`` into ``base`` recursively (dicts merge, everything else replaces)."""
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def load_config_files(paths: list[str | Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The config made of exactly these files (later ones win) and ``--config`` overrides.
+
+    Snakemake merges ``--configfile`` on top of the Snakefile's default config.yaml, so a preset
+    that leaves a key out would silently inherit the digits default; a preset must stand alone.
+    """
+    cfg: dict[str, Any] = {}
+    for path in paths:
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys, found {type(loaded).__name__}")
+        deep_update(cfg, loaded)
+    return deep_update(cfg, overrides or {})
+
+
 def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     """Return a copy of ``config`` with defaults filled in, or raise :class:`ConfigError`."""
     cfg = copy.deepcopy(dict(config))
@@ -35,6 +61,7 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
         raise ConfigError(_describe(errors[0], schema))
     _fill_defaults(cfg, schema, schema)
     _check_semantics(cfg)
+    cfg["rewind_epochs_by_width"] = _rewinds_by_width(cfg)
     return cfg
 
 
@@ -102,11 +129,40 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
                 f"config: 'rewind_epochs[{i}]' is {k}; allowed values: 0 <= k < {limit} "
                 f"(dense.epochs = {dense_epochs}, sparse.train.epochs = {sparse_epochs})"
             )
+    for key, ks in cfg.get("rewind_epochs_by_width", {}).items():
+        for i, k in enumerate(ks):
+            if k >= limit:
+                raise ConfigError(
+                    f"config: 'rewind_epochs_by_width.{key}[{i}]' is {k}; allowed values: 0 <= k < {limit} "
+                    f"(dense.epochs = {dense_epochs}, sparse.train.epochs = {sparse_epochs})"
+                )
     imp = cfg["imp"]
     if imp["mode"] == "rewind" and not imp["rewind_epoch"] < dense_epochs:
         raise ConfigError(
-            f"config: 'imp.rewind_epoch' is {imp['rewind_epoch']}; allowed values: 0 <= k < {dense_epochs} (dense.epochs)"
+            f"config: 'imp.rewind_epoch' is {imp['rewind_epoch']}; "
+            f"allowed values: 0 <= k < {dense_epochs} (dense.epochs)"
         )
     for i, pair in enumerate(cfg["seed_pairs"]):
         if pair[0] == pair[1]:
             raise ConfigError(f"config: 'seed_pairs[{i}]' is {pair}; seeds of A and B must differ")
+
+
+def _rewinds_by_width(cfg: Mapping[str, Any]) -> dict[str, list[int]]:
+    """``rewind_epochs_by_width`` keyed by the width as paths spell it (``4`` -> ``"4"``).
+
+    YAML reads ``4:`` as an int and ``"4":`` as a string; both name model width 4.
+    """
+    widths = {f"{float(w):g}" for w in cfg["model"]["widths"]}
+    out: dict[str, list[int]] = {}
+    for key, ks in cfg.get("rewind_epochs_by_width", {}).items():
+        try:
+            width = f"{float(key):g}"
+        except (TypeError, ValueError):
+            width = None
+        if width not in widths or width in out:
+            problem = "names a width twice" if width in out else "is not one of model.widths"
+            raise ConfigError(
+                f"config: 'rewind_epochs_by_width' key {key!r} {problem}; allowed keys: {', '.join(sorted(widths))}"
+            )
+        out[width] = list(ks)
+    return out

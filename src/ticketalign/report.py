@@ -72,7 +72,10 @@ def markdown_table(df: pd.DataFrame) -> str:
         lines.append("| " + " | ".join(row) + " |")
     n = int(agg["count"].max())
     first = df.iloc[0]
-    title = f"Top-1 test accuracy (%) of sparse training, {first.dataset} / {first.model}: mean ± std over {n} seed pairs"
+    title = (
+        f"Top-1 test accuracy (%) of sparse training, {first.dataset} / {first.model}: "
+        f"mean ± std over {n} seed pairs"
+    )
     return f"{title}\n\n" + "\n".join(lines) + "\n"
 
 

@@ -183,8 +183,6 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place on ``data``; see the module docstring for the semantics."""
     device = next(model.parameters()).device
-    if data.device != device:
-        raise ValueError(f"data is on {data.device} but the model is on {device}; move one of them")
     bad = [k for k in snapshot_epochs if not 0 <= k <= cfg.epochs]
     if bad:
         raise ValueError(f"snapshot epochs {bad} lie outside [0, {cfg.epochs}]")
@@ -198,7 +196,7 @@ def train(
         model.to(memory_format=torch.channels_last)
 
     optimizer = SGD(list(model.parameters()), cfg)
-    steps_per_epoch = math.ceil(len(data.y_train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(data.num_train / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     result = TrainResult()
@@ -228,6 +226,7 @@ def train(
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         for x, y in data.train_batches(cfg.batch_size, seed=seed, epoch=epoch):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if runtime.channels_last and device.type == "cuda" and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             lr = cfg.lr * lr_factor(step, total_steps, warmup_steps)

@@ -3,17 +3,36 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+sys.path.insert(0, f"{workflow.basedir}/src")  # the library, installed or not
 from snakemake.exceptions import WorkflowError
-from ticketalign.config import ConfigError, load_schema, validate_config
+from ticketalign.config import ConfigError, load_config_files, load_schema, validate_config
 
 try:
+    if workflow.config_settings.configfiles and not workflow.config_settings.replace_workflow_config:
+        # --configfile replaces config.yaml rather than merging over it: a preset stands alone
+        config = load_config_files(workflow.config_settings.configfiles, workflow.config_settings.config)
     config = validate_config(config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 RESULTS = f"results/{config['name']}"
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+LIB = Path(workflow.basedir) / "src" / "ticketalign"
+
+
+def lib(*parts):
+    """Library sources a rule's results depend on: editing one reruns that rule's jobs."""
+    files = []
+    for part in parts:
+        files += sorted(LIB.glob(f"{part}/*.py")) if (LIB / part).is_dir() else [LIB / part]
+    return [str(f) for f in files]
+
+
+# what each stage computes with; the scripts themselves are inputs of their rules too
+COMMON_CODE = lib("artifacts.py", "cli.py", "data.py", "models")
+TRAIN_CODE = lib("artifacts.py", "cli.py", "data.py", "models", "train.py")
+# software of every rule under --use-conda (the project itself comes from src/, see scripts)
+CONDA_ENV = "../envs/ticketalign.yaml"
 RUNTIME = config["runtime"]
 # Snakemake never sets CUDA_VISIBLE_DEVICES: with `--resources gpu=N` it only limits how many
 # GPU jobs run at once. Training rules declare gpu=1 unless the config pins the CPU.
@@ -42,13 +61,17 @@ PAIRS = [tuple(p) for p in config["seed_pairs"]]
 METHODS = config["matching"]["methods"]
 VARIANTS = config["sparse"]["variants"]
 IMP_REWIND = config["imp"]["mode"] == "rewind"
-SNAPSHOTS = sorted(set(config["rewind_epochs"]) | ({config["imp"]["rewind_epoch"]} if IMP_REWIND else set()))
-# sparse-training runs per (pair, sparsity, k): one directory each
-RUNS = (
-    [v for v in ("lth", "naive") if v in VARIANTS]
-    + ([f"permuted_{m}" for m in METHODS] if "permuted" in VARIANTS else [])
-    + (["random"] if "random" in VARIANTS else [])
+# rewind epochs per width: rewind_epochs unless rewind_epochs_by_width lists the width
+REWINDS_BY_WIDTH = {w: [str(k) for k in config["rewind_epochs_by_width"].get(w, config["rewind_epochs"])] for w in WIDTHS}
+# every dense run saves the union (a rule's outputs cannot depend on the width wildcard)
+SNAPSHOTS = sorted(
+    {int(k) for ks in REWINDS_BY_WIDTH.values() for k in ks}
+    | ({config["imp"]["rewind_epoch"]} if IMP_REWIND else set())
 )
+# sparse-training runs per (pair, sparsity, k): one directory each
+RUNS = [v for v in ("lth", "naive") if v in VARIANTS]
+RUNS += [f"permuted_{m}" for m in METHODS] if "permuted" in VARIANTS else []
+RUNS += ["random"] if "random" in VARIANTS else []
 
 
 def seed_dir(width, seed):
@@ -63,7 +86,7 @@ def flags(options):
     """A config dict as command-line flags: {'weight_decay': 5e-4} -> '--weight-decay 0.0005'."""
     out = []
     for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
+        flag = f"--{key.replace('_', '-')}"
         if isinstance(value, bool):
             value = str(value).lower()
         out.append(f"{flag} {value}")
@@ -72,7 +95,8 @@ def flags(options):
 
 def data_flags():
     d = config["dataset"]
-    return f"--dataset {d['name']} --data-root {d['root']}" + (" --download" if d["download"] else "")
+    download = " --download" if d["download"] else ""
+    return f"--dataset {d['name']} --data-root {d['root']}{download}"
 
 
 def model_flags(width):
@@ -92,6 +116,13 @@ def sparse_metrics():
         for w in WIDTHS
         for a, b in PAIRS
         for sp in SPARSITIES
-        for k in REWINDS
+        for k in REWINDS_BY_WIDTH[w]
         for run in RUNS
     ]
+
+
+def permuted_masks(wc):
+    """Inputs of train_sparse: A's mask permuted by each matching method (none without 'permuted')."""
+    if "permuted" not in VARIANTS:
+        return {}
+    return {m: f"{pair_dir(wc.width, wc.a, wc.b)}/{m}/mask_s{wc.sp}.pt" for m in METHODS}

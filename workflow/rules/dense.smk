@@ -3,6 +3,7 @@
 
 rule train_dense:
     input:
+        code=TRAIN_CODE,
         script=SCRIPTS / "train_dense.py",
     output:
         final=f"{RESULTS}/w{{width}}/seed{{seed}}/dense/final.pt",
@@ -18,6 +19,8 @@ rule train_dense:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    conda:
+        CONDA_ENV
     log:
         f"{RESULTS}/logs/dense/w{{width}}_seed{{seed}}.log",
     benchmark:

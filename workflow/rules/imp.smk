@@ -3,6 +3,7 @@
 
 rule imp:
     input:
+        code=TRAIN_CODE + lib("pruning.py"),
         script=SCRIPTS / "imp.py",
         dense=f"{RESULTS}/w{{width}}/seed{{seed}}/dense/final.pt",
         rewind=(
@@ -25,6 +26,8 @@ rule imp:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    conda:
+        CONDA_ENV
     log:
         f"{RESULTS}/logs/imp/w{{width}}_seed{{seed}}.log",
     benchmark:

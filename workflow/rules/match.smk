@@ -3,6 +3,7 @@
 
 rule match:
     input:
+        code=COMMON_CODE + lib("permutation"),
         script=SCRIPTS / "match.py",
         a=f"{RESULTS}/w{{width}}/seed{{a}}/dense/final.pt",
         b=f"{RESULTS}/w{{width}}/seed{{b}}/dense/final.pt",
@@ -16,6 +17,8 @@ rule match:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    conda:
+        CONDA_ENV
     log:
         f"{RESULTS}/logs/match/w{{width}}_pair{{a}}-{{b}}_{{method}}.log",
     benchmark:
@@ -28,11 +31,14 @@ rule match:
 
 rule permute_mask:
     input:
+        code=lib("artifacts.py", "cli.py", "permutation/spec.py"),
         script=SCRIPTS / "permute_mask.py",
         perm=f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{{method}}/perm.pt",
         masks=[f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{sp}.pt" for sp in SPARSITIES],
     output:
         masks=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{{method}}/mask_s{sp}.pt" for sp in SPARSITIES],
+    conda:
+        CONDA_ENV
     log:
         f"{RESULTS}/logs/permute_mask/w{{width}}_pair{{a}}-{{b}}_{{method}}.log",
     benchmark:

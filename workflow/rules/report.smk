@@ -3,11 +3,14 @@
 
 rule summarize:
     input:
+        code=lib("report.py"),
         script=SCRIPTS / "summarize.py",
         metrics=sparse_metrics(),
     output:
         summary=report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Results"),
         table=f"{RESULTS}/table.md",
+    conda:
+        CONDA_ENV
     log:
         f"{RESULTS}/logs/summarize.log",
     benchmark:
@@ -18,10 +21,13 @@ rule summarize:
 
 rule plot:
     input:
+        code=lib("report.py"),
         script=SCRIPTS / "plot.py",
         summary=f"{RESULTS}/summary.csv",
     output:
         report(f"{RESULTS}/plots/accuracy_vs_sparsity.png", caption="../report/accuracy.rst", category="Results"),
+    conda:
+        CONDA_ENV
     log:
         f"{RESULTS}/logs/plot.log",
     benchmark:

@@ -1,15 +1,10 @@
 # Sparse training of every variant for one (seed pair, sparsity, rewind epoch k).
 
 
-def permuted_masks(wc):
-    if "permuted" not in VARIANTS:
-        return {}
-    return {m: f"{pair_dir(wc.width, wc.a, wc.b)}/{m}/mask_s{wc.sp}.pt" for m in METHODS}
-
-
 rule train_sparse:
     input:
         unpack(permuted_masks),
+        code=TRAIN_CODE + lib("pruning.py"),
         script=SCRIPTS / "train_sparse.py",
         a_init=f"{RESULTS}/w{{width}}/seed{{a}}/dense/ep{{k}}.pt",
         b_init=f"{RESULTS}/w{{width}}/seed{{b}}/dense/ep{{k}}.pt",
@@ -30,6 +25,8 @@ rule train_sparse:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    conda:
+        CONDA_ENV
     log:
         f"{RESULTS}/logs/sparse/w{{width}}_pair{{a}}-{{b}}_s{{sp}}_k{{k}}.log",
     benchmark:

@@ -8,7 +8,10 @@ target sparsity) trains only the levels it does not have yet.
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the library, installed or not
 
 from ticketalign import cli
 from ticketalign.artifacts import save_artifact, save_json

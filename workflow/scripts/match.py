@@ -2,9 +2,12 @@
 """Find the permutation pi of A's hidden units that aligns trained A with trained B."""
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the library, installed or not
 
 from ticketalign import cli
 from ticketalign.artifacts import save_artifact
@@ -48,7 +51,8 @@ def main() -> None:
         perm, quality = activation_matching(spec, *models, xs)
     moved = {g: float((idx != torch.arange(len(idx))).float().mean()) for g, idx in perm.items()}
     cli.log(f"{args.method} matching: {quality}; fraction of units moved per group: {moved}")
-    save_artifact(args.out, "permutation", {"perm": perm, "spec": spec.to_dict()}, method=args.method, quality=quality, **cli.model_meta(args))
+    payload = {"perm": perm, "spec": spec.to_dict()}
+    save_artifact(args.out, "permutation", payload, method=args.method, quality=quality, **cli.model_meta(args))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ Each run trains (epochs - k) epochs and writes <out-dir>/<run>/metrics.json.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the library, installed or not
 
 from ticketalign import cli
 from ticketalign.artifacts import load_artifact, save_json

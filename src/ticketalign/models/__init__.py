@@ -31,7 +31,12 @@ MODELS: dict[str, Builder] = {
 
 
 def build_model(
-    name: str, input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, seed: int | None = None, **options: Any
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    width: float = 1.0,
+    seed: int | None = None,
+    **options: Any,
 ) -> nn.Module:
     """Build ``name``; with ``seed`` the initialization is a pure function of the seed."""
     if name not in MODELS:

@@ -34,7 +34,7 @@ class MLP(nn.Module):
     def permutation_spec(self) -> PermutationSpec:
         depth = len(self.acts)
         axes: dict[str, tuple[str | None, ...]] = {}
-        for i, layer in enumerate(self.layers):
+        for i in range(len(self.layers)):
             p_out = f"P{i}" if i < depth else None
             p_in = f"P{i - 1}" if i > 0 else None
             axes[f"layers.{i}.weight"] = (p_out, p_in)
@@ -44,5 +44,7 @@ class MLP(nn.Module):
         return PermutationSpec(axes, sizes, points)
 
 
-def build_mlp(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, hidden: int = 128, depth: int = 2) -> MLP:
+def build_mlp(
+    input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, hidden: int = 128, depth: int = 2
+) -> MLP:
     return MLP(math.prod(input_shape), num_classes, hidden=hidden, depth=depth, width=width)

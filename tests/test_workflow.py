@@ -1,0 +1,111 @@
+"""The real Snakefile, run with `snakemake` on a shrunken digits config in a temporary folder."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = {
+    "name": "tiny",
+    "dataset": {"name": "digits"},
+    "model": {"name": "mlp", "widths": [1], "options": {"hidden": 32, "depth": 2}},
+    "seed_pairs": [[0, 10], [1, 11]],
+    "dense": {"epochs": 3, "lr": 0.05, "batch_size": 128},
+    "imp": {"train": {"epochs": 1, "lr": 0.01, "batch_size": 128}},
+    "sparsities": [0.5, 0.9],
+    "rewind_epochs": [0, 1],
+    "matching": {"methods": ["weight", "activation"], "activation": {"batches": 2, "batch_size": 128}},
+    "sparse": {"variants": ["lth", "naive", "permuted", "random"], "train": {"epochs": 3, "lr": 0.05,
+                                                                            "batch_size": 128}},
+    "runtime": {"device": "cpu"},
+}
+RUNS = ["lth", "naive", "permuted_weight", "permuted_activation", "random"]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    if shutil.which("snakemake") is None:
+        pytest.fail("snakemake is not installed: pip install -e '.[test]'")
+    cmd = ["snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile",
+           str(workdir / "config.yaml"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    (work / "config.yaml").write_text(yaml.safe_dump(SMALL))
+    proc = snakemake(work, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work
+
+
+def test_every_expected_output_exists(finished):
+    res = finished / "results" / "tiny"
+    expected = [res / "summary.csv", res / "table.md", res / "plots" / "accuracy_vs_sparsity.png"]
+    for seed in (0, 1, 10, 11):
+        expected += [res / f"w1/seed{seed}/dense/{f}" for f in ("final.pt", "ep0.pt", "ep1.pt", "metrics.json")]
+    for a, b in ((0, 10), (1, 11)):
+        for sp in ("0.5", "0.9"):
+            expected.append(res / f"w1/seed{a}/imp/mask_s{sp}.pt")
+            for method in ("weight", "activation"):
+                expected += [res / f"w1/pair{a}-{b}/{method}/perm.pt", res / f"w1/pair{a}-{b}/{method}/mask_s{sp}.pt"]
+    missing = [str(p.relative_to(finished)) for p in expected if not p.exists()]
+    assert not missing
+    assert list((res / "logs").rglob("*.log")) and list((res / "benchmarks").rglob("*.tsv"))
+    assert not list(res.rglob("*.ckpt")), "checkpoints are removed once a job has finished"
+
+
+def test_summary_has_every_run(finished):
+    df = pd.read_csv(finished / "results/tiny/summary.csv", keep_default_na=False)
+    df["run"] = df.apply(lambda r: f"{r.variant}_{r.match_method}" if r.match_method else r.variant, axis=1)
+    got = set(zip(df.sparsity, df.rewind_epoch, df.run, df.seed_a))
+    want = {(sp, k, run, a) for sp in (0.5, 0.9) for k in (0, 1) for run in RUNS for a in (0, 1)}
+    assert got == want and len(df) == len(want)
+    assert (abs(df.actual_sparsity - df.sparsity) < 1e-3).all()
+    assert (df.epochs == 3 - df.rewind_epoch).all()
+    assert df.test_acc.between(0, 100).all()
+    table = (finished / "results/tiny/table.md").read_text()
+    for label in ("lth", "naive", "permuted (weight)", "permuted (activation)", "random", "± "):
+        assert label in table
+
+
+def test_rerun_does_nothing_and_a_sparse_change_reruns_only_sparse_jobs(finished):
+    again = snakemake(finished, "-n")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Nothing to be done" in again.stdout + again.stderr
+    cfg = yaml.safe_load((finished / "config.yaml").read_text())
+    cfg["sparse"]["train"]["lr"] = 0.02
+    (finished / "config.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(finished, "-n")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    jobs = _job_counts(dry.stdout + dry.stderr)
+    assert jobs == {"train_sparse": 8, "summarize": 1, "plot": 1, "all": 1}, jobs
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    bad = {**SMALL, "sparsities": [0.5, 1.2]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(bad))
+    proc = snakemake(tmp_path, "--cores", "1")
+    assert proc.returncode != 0
+    assert "'sparsities[1]' is 1.2; allowed values: > 0 and < 1" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def _job_counts(text: str) -> dict[str, int]:
+    counts, inside = {}, False
+    for line in text.splitlines():
+        if line.startswith("job ") and "count" in line:
+            inside = True
+            continue
+        if inside:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                break
+            if len(parts) == 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+    return counts
