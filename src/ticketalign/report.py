@@ -55,12 +55,31 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     return agg
 
 
-def markdown_table(df: pd.DataFrame) -> str:
-    """Mean ± std (over seed pairs) of top-1 test accuracy, one row per setting, one column per variant."""
+def load_paper(path: str | Path) -> pd.DataFrame:
+    """The paper's published top-1 accuracies (dataset, model, width, sparsity, rewind_epoch, method)."""
+    paper = pd.read_csv(path)
+    return paper[paper.method.isin(["lth", "naive", "permuted"])].dropna(subset=["rewind_epoch"])
+
+
+def markdown_table(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> str:
+    """Mean ± std (over seed pairs) of top-1 test accuracy, one row per setting, one column per variant.
+
+    With ``paper`` (see :func:`load_paper`), settings the paper reports get its lth / naive /
+    permuted numbers alongside (the paper's permuted uses activation matching).
+    """
     agg = aggregate(df)
     labels = label_order(agg["label"])
     permuted = [lab for lab in labels if lab.startswith("permuted")]
-    header = ["width", "sparsity", "k"] + labels + [f"{p} − naive" for p in permuted if "naive" in labels]
+    published = {}
+    if paper is not None:
+        for r in paper.itertuples():
+            key = _norm((r.dataset, r.model, r.width, r.sparsity, r.rewind_epoch))
+            published[(*key, r.method)] = r.top1_acc
+    keys = list(agg.groupby(GROUP, sort=True).groups)
+    paper_cols = [m for m in ("lth", "naive", "permuted") if any((*_norm(k), m) in published for k in keys)]
+    header = ["width", "sparsity", "k"] + labels
+    header += [f"{p} − naive" for p in permuted if "naive" in labels]
+    header += [f"paper {m}" for m in paper_cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, g in agg.groupby(GROUP, sort=True):
         cells = {r.label: r for r in g.itertuples()}
@@ -69,6 +88,7 @@ def markdown_table(df: pd.DataFrame) -> str:
         row += [f"{cells[lab].mean:.2f} ± {cells[lab].std:.2f}" if lab in cells else "" for lab in labels]
         if "naive" in cells:
             row += [f"{cells[p].mean - cells['naive'].mean:+.2f}" if p in cells else "" for p in permuted]
+        row += [f"{published[(*_norm(key), m)]:.2f}" if (*_norm(key), m) in published else "" for m in paper_cols]
         lines.append("| " + " | ".join(row) + " |")
     n = int(agg["count"].max())
     first = df.iloc[0]
@@ -77,6 +97,11 @@ def markdown_table(df: pd.DataFrame) -> str:
         f"mean ± std over {n} seed pairs"
     )
     return f"{title}\n\n" + "\n".join(lines) + "\n"
+
+
+def _norm(key: tuple) -> tuple:
+    dataset, model, width, sparsity, k = key
+    return dataset, model, float(width), round(float(sparsity), 6), int(k)
 
 
 def plot_accuracy(df: pd.DataFrame, path: str | Path) -> None:

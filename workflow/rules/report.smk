@@ -5,6 +5,7 @@ rule summarize:
     input:
         code=lib("report.py"),
         script=SCRIPTS / "summarize.py",
+        paper=Path(workflow.basedir) / "workflow" / "report" / "paper_results.csv",
         metrics=sparse_metrics(),
     output:
         summary=report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Results"),
@@ -16,7 +17,8 @@ rule summarize:
     benchmark:
         f"{RESULTS}/benchmarks/summarize.tsv"
     shell:
-        "python {input.script} --metrics {input.metrics} --summary {output.summary} --table {output.table} > {log} 2>&1"
+        "python {input.script} --metrics {input.metrics} --paper {input.paper} --summary {output.summary} "
+        "--table {output.table} > {log} 2>&1"
 
 
 rule plot:
