@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -69,27 +70,22 @@ def _channel_stats(values: Sequence[float]) -> torch.Tensor:
 def random_crop_flip(
     images: torch.Tensor, index: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, padding: int
 ) -> torch.Tensor:
-    """``images[index]`` randomly cropped and flipped, in one vectorised gather on their device.
+    """``images[index]`` randomly cropped and flipped, with vectorised ops on their device.
 
     Equivalent to torchvision's ``RandomCrop(size, padding=padding)`` (zero fill) followed by
     ``RandomHorizontalFlip``: sample ``i`` is the window at offset ``shifts[i] = (dy, dx)``,
     each in ``[0, 2 * padding]``, of the zero-padded image, mirrored left-right where
-    ``flips[i]``. Instead of materialising the padded images, each output pixel reads its source
-    pixel directly and pixels that fall into the padding are set to 0.
+    ``flips[i]``. The batch is padded once, then two gathers with per-sample row and column
+    indices cut the windows (the flip is folded into the column indices).
     """
-    _, channels, height, width = images.shape
-    dev = images.device
-    rows = torch.arange(height, device=dev) + (shifts[:, :1] - padding)  # (B, H) source rows
-    cols = torch.arange(width, device=dev)
-    cols = torch.where(flips[:, None], width - 1 - cols, cols) + (shifts[:, 1:] - padding)  # (B, W)
-    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-    out = images[
-        index[:, None, None, None],
-        torch.arange(channels, device=dev)[None, :, None, None],
-        rows.clamp(0, height - 1)[:, None, :, None],
-        cols.clamp(0, width - 1)[:, None, None, :],
-    ]
-    return out.masked_fill_(~inside[:, None], 0)
+    batch = images.index_select(0, index)
+    n, channels, height, width = batch.shape
+    padded = F.pad(batch, (padding, padding, padding, padding))
+    rows = shifts[:, :1] + torch.arange(height, device=batch.device)  # (B, H) rows of the padded image
+    cols = torch.arange(width, device=batch.device)
+    cols = torch.where(flips[:, None], width - 1 - cols, cols) + shifts[:, 1:]  # (B, W)
+    out = padded.gather(2, rows[:, None, :, None].expand(n, channels, height, width + 2 * padding))
+    return out.gather(3, cols[:, None, None, :].expand(n, channels, height, width))
 
 
 @dataclass(frozen=True)
@@ -182,8 +178,8 @@ class InMemoryDataset:
                 window = slice(start, start + batch_size)
                 x = random_crop_flip(self.x_train, idx, shifts[window], flips[window], self.crop_padding)
             else:
-                x = self.x_train[idx]
-            yield self.prepare(x), self.y_train[idx]
+                x = self.x_train.index_select(0, idx)
+            yield self.prepare(x), self.y_train.index_select(0, idx)
 
     def test_batches(self, batch_size: int) -> Iterator[Batch]:
         for start in range(0, self.num_test, batch_size):

@@ -46,7 +46,7 @@ def main() -> None:
                                         log=cli.log)
         quality = {"objective_before": history[0], "objective_after": history[-1], "sweeps": len(history) - 1}
     else:
-        batches = data.train_batches(args.batch_size, seed=0, epoch=0)
+        batches = data.train_batches(args.batch_size, seed=0, epoch=0, augment=False)  # clean images
         xs = (x for i, (x, _) in zip(range(args.batches), batches))
         perm, quality = activation_matching(spec, *models, xs)
     moved = {g: float((idx != torch.arange(len(idx))).float().mean()) for g, idx in perm.items()}
