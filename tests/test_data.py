@@ -2,7 +2,6 @@
 
 import gzip
 import pickle
-import struct
 import subprocess
 import sys
 import textwrap
@@ -11,103 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from dataset_files import idx_bytes, write_cifar, write_idx_set
 
 from ticketalign import data as D
 from ticketalign.data import DatasetError, InMemoryDataset, load_dataset
-
-# ------------------------------------------------------------------------------------------
-# writers for the real file formats
-# ------------------------------------------------------------------------------------------
-
-
-def _py2_str(b: bytes) -> bytes:
-    """A Python 2 ``str`` as protocol-2 pickles it (SHORT_BINSTRING / BINSTRING)."""
-    return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<i", len(b)) + b
-
-
-def _py2_int(i: int) -> bytes:
-    return b"K" + bytes([i]) if 0 <= i < 256 else b"J" + struct.pack("<i", i)
-
-
-def _py2_pickle(obj) -> bytes:
-    """Protocol-2 pickle as Python 2 + numpy 1.x wrote the CIFAR "python version" files:
-    byte-string keys, int lists, numpy arrays via numpy.core.multiarray._reconstruct."""
-
-    def enc(o) -> bytes:
-        if isinstance(o, bytes):
-            return _py2_str(o)
-        if isinstance(o, int):
-            return _py2_int(o)
-        if isinstance(o, list):
-            return b"](" + b"".join(enc(v) for v in o) + b"e"
-        if isinstance(o, dict):
-            return b"}(" + b"".join(enc(k) + enc(v) for k, v in o.items()) + b"u"
-        if isinstance(o, np.ndarray):
-            assert o.dtype == np.uint8
-            shape = b"(" + b"".join(_py2_int(s) for s in o.shape) + b"t"
-            dtype = b"cnumpy\ndtype\n" + _py2_str(b"u1") + b"K\x00K\x01\x87R" + b"(K\x03" + _py2_str(b"|")
-            dtype += b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-            head = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + _py2_str(b"b") + b"\x87R"
-            return head + b"(K\x01" + shape + dtype + b"\x89" + _py2_str(o.tobytes()) + b"tb"
-        raise TypeError(type(o))
-
-    return b"\x80\x02" + enc(obj) + b"."
-
-
-def _images(rng, n, channels=3, size=32):
-    return rng.integers(0, 256, size=(n, channels, size, size), dtype=np.uint8)
-
-
-def _write_cifar(root, which="cifar10", py2=True, n_batch=3, n_test=4, seed=0):
-    """A miniature CIFAR in torchvision's extracted layout; returns the arrays written."""
-    rng = np.random.default_rng(seed)
-    dump = _py2_pickle if py2 else (lambda o: pickle.dumps(o, protocol=2))
-    if which == "cifar10":
-        folder, classes, label_key = root / "cifar-10-batches-py", 10, b"labels"
-        train_files, test_file = [f"data_batch_{i}" for i in range(1, 6)], "test_batch"
-        meta_file, meta = "batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)]}
-    else:
-        folder, classes, label_key = root / "cifar-100-python", 100, b"fine_labels"
-        train_files, test_file = ["train"], "test"
-        meta_file, meta = "meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)]}
-    folder.mkdir(parents=True)
-    out = {"train_x": [], "train_y": []}
-    for name in [*train_files, test_file]:
-        n = n_test if name == test_file else n_batch * (5 if which == "cifar100" else 1)
-        x, y = _images(rng, n), rng.integers(0, classes, n)
-        batch = {b"batch_label": b"batch", b"data": x.reshape(n, -1), label_key: [int(v) for v in y]}
-        if which == "cifar100":
-            batch[b"coarse_labels"] = [int(v) // 5 for v in y]
-        (folder / name).write_bytes(dump(batch))
-        if name == test_file:
-            out["test_x"], out["test_y"] = x, y
-        else:
-            out["train_x"].append(x)
-            out["train_y"].append(y)
-    (folder / meta_file).write_bytes(dump(meta))
-    out["train_x"], out["train_y"] = np.concatenate(out["train_x"]), np.concatenate(out["train_y"])
-    return out
-
-
-def _idx_bytes(arr: np.ndarray) -> bytes:
-    return bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.astype(np.uint8).tobytes()
-
-
-def _write_idx_set(folder, gz=True, n_train=12, n_test=5, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train).astype(np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test).astype(np.uint8),
-    }
-    for stem, arr in arrays.items():
-        if gz:
-            (folder / f"{stem}.gz").write_bytes(gzip.compress(_idx_bytes(arr), compresslevel=1))
-        else:
-            (folder / stem).write_bytes(_idx_bytes(arr))
-    return arrays
 
 
 def _unnormalize(x, mean, std):
@@ -128,7 +34,7 @@ def _unnormalize(x, mean, std):
     ],
 )
 def test_cifar_round_trip_and_normalization(tmp_path, which, py2, mean, std, classes):
-    written = _write_cifar(tmp_path, which, py2=py2)
+    written = write_cifar(tmp_path, which, py2=py2)
     data = load_dataset(which, root=tmp_path)
     n_train = len(written["train_y"])
     assert data.name == which and data.num_classes == classes and data.input_shape == (3, 32, 32)
@@ -155,7 +61,7 @@ def test_cifar_missing_incomplete_and_corrupt(tmp_path):
     with pytest.raises(DatasetError, match="dataset.download: true") as err:
         load_dataset("cifar10", root=tmp_path)
     assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
-    _write_cifar(tmp_path, "cifar10")
+    write_cifar(tmp_path, "cifar10")
     folder = tmp_path / "cifar-10-batches-py"
     (folder / "data_batch_3").unlink()
     with pytest.raises(DatasetError, match="incomplete: missing data_batch_3") as err:
@@ -176,7 +82,7 @@ def test_download_goes_through_torchvision_only_when_asked(tmp_path, monkeypatch
 
     def fake_download(cls_name, root):
         calls.append((cls_name, root))
-        _write_cifar(root, "cifar100")
+        write_cifar(root, "cifar100")
 
     monkeypatch.setattr(D, "_torchvision_download", fake_download)
     with pytest.raises(DatasetError):
@@ -189,8 +95,8 @@ def test_download_goes_through_torchvision_only_when_asked(tmp_path, monkeypatch
 
 
 def test_importing_and_loading_small_datasets_does_not_import_torchvision(tmp_path):
-    _write_cifar(tmp_path, "cifar10")
-    _write_idx_set(tmp_path / "MNIST" / "raw")
+    write_cifar(tmp_path, "cifar10")
+    write_idx_set(tmp_path / "MNIST" / "raw")
     code = textwrap.dedent(f"""
         import sys
         import ticketalign.data as d
@@ -217,7 +123,7 @@ def test_importing_and_loading_small_datasets_does_not_import_torchvision(tmp_pa
     ],
 )
 def test_idx_layouts_round_trip(tmp_path, name, subdir, gz, mean, std):
-    arrays = _write_idx_set(tmp_path / subdir if subdir else tmp_path, gz=gz)
+    arrays = write_idx_set(tmp_path / subdir if subdir else tmp_path, gz=gz)
     data = load_dataset(name, root=tmp_path)
     assert data.name == name and data.num_classes == 10 and data.input_shape == (1, 28, 28)
     assert data.x_train.dtype == torch.uint8 and not data.augment
@@ -236,7 +142,7 @@ def test_idx_layouts_round_trip(tmp_path, name, subdir, gz, mean, std):
 
 def test_fashion_mnist_falls_back_to_the_debian_path(tmp_path, monkeypatch):
     debian = tmp_path / "usr_share_datasets_fashion-mnist"
-    arrays = _write_idx_set(debian, n_train=7)
+    arrays = write_idx_set(debian, n_train=7)
     monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST", debian)
     data = load_dataset("fashion_mnist", root=tmp_path / "empty")
     np.testing.assert_array_equal(data.y_train.numpy(), arrays["train-labels-idx1-ubyte"])
@@ -251,7 +157,7 @@ def test_fashion_mnist_falls_back_to_the_debian_path(tmp_path, monkeypatch):
 
 def test_idx_incomplete_truncated_or_wrong_file(tmp_path):
     folder = tmp_path / "MNIST" / "raw"
-    _write_idx_set(folder)
+    write_idx_set(folder)
     (folder / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DatasetError, match="lacks t10k-labels-idx1-ubyte") as err:
         load_dataset("mnist", root=tmp_path)
@@ -260,10 +166,10 @@ def test_idx_incomplete_truncated_or_wrong_file(tmp_path):
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(images.read_bytes())  # images where labels belong
     with pytest.raises(DatasetError, match="magic number '00000803', expected 0x00000801"):
         load_dataset("mnist", root=tmp_path)
-    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(np.arange(5))[:-2]))
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.arange(5))[:-2]))
     with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz is truncated"):
         load_dataset("mnist", root=tmp_path)
-    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(np.arange(5)))[:-6])
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.arange(5)))[:-6])
     with pytest.raises(DatasetError, match="could not be read"):
         load_dataset("mnist", root=tmp_path)
 
@@ -316,8 +222,8 @@ def test_random_crop_pads_with_zeros_shifts_at_most_4_and_flips_half():
     assert sorted(torch.cat(ys).tolist()) == list(range(300))
 
 
-def test_cifar_augmented_batches_are_crops_of_zero_padded_raw_images(tmp_path):
-    _write_cifar(tmp_path, "cifar10", n_batch=20)
+def test_cifar_augmented_batches_are_crops_of_zero_padded_rawimages(tmp_path):
+    write_cifar(tmp_path, "cifar10", n_batch=20)
     data = load_dataset("cifar10", root=tmp_path)
     data = InMemoryDataset(**{**data.__dict__, "x_train": torch.full_like(data.x_train, 200)})
     raw = torch.cat([x for x, _ in data.train_batches(32, seed=0, epoch=0)])
@@ -333,7 +239,7 @@ def test_cifar_augmented_batches_are_crops_of_zero_padded_raw_images(tmp_path):
 
 
 def test_order_and_augmentation_depend_only_on_seed_and_epoch(tmp_path):
-    _write_cifar(tmp_path, "cifar10", n_batch=8)
+    write_cifar(tmp_path, "cifar10", n_batch=8)
     a, b = load_dataset("cifar10", root=tmp_path), load_dataset("cifar10", root=tmp_path)
 
     def epoch(d, seed, ep):
@@ -365,7 +271,7 @@ def test_augment_override_and_validation():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_batches_equal_cpu_batches(tmp_path):
-    _write_cifar(tmp_path, "cifar10", n_batch=40)
+    write_cifar(tmp_path, "cifar10", n_batch=40)
     cpu = load_dataset("cifar10", root=tmp_path)
     gpu = cpu.to("cuda")
     assert gpu.x_train.is_cuda and gpu.x_train.dtype == torch.uint8
@@ -396,7 +302,7 @@ def test_train_loop_runs_on_augmented_cifar(tmp_path):
     from ticketalign.models import build_model
     from ticketalign.train import TrainConfig, train
 
-    _write_cifar(tmp_path, "cifar10", n_batch=6)
+    write_cifar(tmp_path, "cifar10", n_batch=6)
     data = load_dataset("cifar10", root=tmp_path)
     model = build_model("mlp", data.input_shape, data.num_classes, seed=0, hidden=8)
     result = train(model, data, TrainConfig(epochs=2, lr=0.01, batch_size=8), seed=0, log=None)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from dataset_files import write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,3 +111,33 @@ def _job_counts(text: str) -> dict[str, int]:
             if len(parts) == 2 and parts[1].isdigit():
                 counts[parts[0]] = int(parts[1])
     return counts
+
+
+def test_resnet20_on_cifar_files_runs_end_to_end(tmp_path):
+    """The same Snakefile on a ResNet20 (BatchNorm, shortcuts) with CIFAR-10 read from disk."""
+    write_cifar(tmp_path / "data", "cifar10", py2=False, n_batch=12, n_test=8)
+    cfg = {
+        **SMALL,
+        "name": "cifar",
+        "dataset": {"name": "cifar10", "root": str(tmp_path / "data")},
+        "model": {"name": "resnet20", "widths": [1]},
+        "seed_pairs": [[0, 1]],
+        "dense": {"epochs": 2, "lr": 0.05, "batch_size": 16},
+        "imp": {"train": {"epochs": 1, "lr": 0.01, "batch_size": 16}},
+        "sparsities": [0.6],
+        "rewind_epochs": [1],
+        "matching": {"methods": ["weight", "activation"], "activation": {"batches": 2, "batch_size": 16}},
+        "sparse": {"variants": ["lth", "naive", "permuted"], "train": {"epochs": 2, "lr": 0.05, "batch_size": 16}},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = tmp_path / "results" / "cifar"
+    df = pd.read_csv(res / "summary.csv", keep_default_na=False)
+    assert sorted(df.variant + df.match_method) == ["lth", "naive", "permutedactivation", "permutedweight"]
+    mask = torch.load(res / "w1/seed0/imp/mask_s0.6.pt", weights_only=True)["data"]
+    perm = torch.load(res / "w1/pair0-1/activation/perm.pt", weights_only=True)["data"]["perm"]
+    permuted = torch.load(res / "w1/pair0-1/activation/mask_s0.6.pt", weights_only=True)["data"]
+    assert {n: int(m.sum()) for n, m in mask.items()} == {n: int(m.sum()) for n, m in permuted.items()}
+    # the stem conv's output channels move by the first stage's stream permutation
+    assert torch.equal(permuted["conv1.weight"], mask["conv1.weight"][perm["layer1"]])
