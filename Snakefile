@@ -5,8 +5,8 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-
-configfile: "config.yaml"
+# The config (config.yaml, or the files given with --configfile) is loaded and validated in
+# workflow/rules/common.smk before any job is scheduled.
 
 
 include: "workflow/rules/common.smk"

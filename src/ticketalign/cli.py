@@ -17,8 +17,9 @@ import torch
 
 from ticketalign.artifacts import load_artifact
 from ticketalign.data import InMemoryDataset, load_dataset
+from ticketalign.gpu import select_device
 from ticketalign.models import build_model
-from ticketalign.train import Runtime, TrainConfig, resolve_device
+from ticketalign.train import Runtime, TrainConfig
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -76,7 +77,7 @@ def train_config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
 def runtime(args: argparse.Namespace) -> tuple[Runtime, torch.device]:
     """Apply thread settings and resolve the device; returns the Runtime for train()."""
     torch.set_num_threads(max(1, args.threads))
-    device = resolve_device(args.device)
+    device = select_device(args.device, log=log)  # on a multi-GPU machine: a free GPU, claimed
     rt = Runtime(
         device=str(device),
         amp=args.amp,

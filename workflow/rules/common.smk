@@ -8,9 +8,10 @@ from snakemake.exceptions import WorkflowError
 from ticketalign.config import ConfigError, load_config_files, load_schema, validate_config
 
 try:
-    if workflow.config_settings.configfiles and not workflow.config_settings.replace_workflow_config:
-        # --configfile replaces config.yaml rather than merging over it: a preset stands alone
-        config = load_config_files(workflow.config_settings.configfiles, workflow.config_settings.config)
+    # config.yaml is the default; `--configfile A [B ...]` replaces it (a preset stands alone, later
+    # files override earlier ones) and `--config KEY=VALUE` overrides single keys on top
+    files = workflow.config_settings.configfiles or [Path(workflow.basedir) / "config.yaml"]
+    config = load_config_files(files, workflow.config_settings.config)
     config = validate_config(config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
@@ -35,7 +36,8 @@ TRAIN_CODE = lib("artifacts.py", "cli.py", "data.py", "models", "train.py")
 CONDA_ENV = "../envs/ticketalign.yaml"
 RUNTIME = config["runtime"]
 # Snakemake never sets CUDA_VISIBLE_DEVICES: with `--resources gpu=N` it only limits how many
-# GPU jobs run at once. Training rules declare gpu=1 unless the config pins the CPU.
+# GPU jobs run at once; each job then claims a free GPU itself (src/ticketalign/gpu.py).
+# Training rules declare gpu=1 unless the config pins the CPU.
 GPU = 0 if RUNTIME["device"] == "cpu" else 1
 
 
@@ -107,7 +109,8 @@ def model_flags(width):
 
 
 def runtime_flags():
-    return flags(RUNTIME)
+    """Runtime options as flags; threads come from each rule's `threads:` (so --set-threads works)."""
+    return flags({k: v for k, v in RUNTIME.items() if k != "threads"})
 
 
 def sparse_metrics():
