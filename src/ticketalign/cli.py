@@ -22,6 +22,17 @@ from ticketalign.models import build_model
 from ticketalign.train import Runtime, TrainConfig
 
 
+def parser(description: str | None, *, train: bool = True) -> argparse.ArgumentParser:
+    """A script's parser with the data, model, runtime and (if ``train``) hyperparameter flags."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(p)
+    add_model_args(p)
+    if train:
+        add_train_args(p)
+    add_runtime_args(p)
+    return p
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, help="dataset name (see ticketalign.data.DATASETS)")

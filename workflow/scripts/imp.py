@@ -5,7 +5,6 @@ Trained levels are cached under <out-dir>/levels, so a rerun (after a crash, or 
 target sparsity) trains only the levels it does not have yet.
 """
 
-import argparse
 import hashlib
 import json
 import sys
@@ -19,11 +18,7 @@ from ticketalign.pruning import dense_masks, plan_imp, run_imp, sparsity, total_
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    cli.add_data_args(p)
-    cli.add_model_args(p)
-    cli.add_train_args(p)
-    cli.add_runtime_args(p)
+    p = cli.parser(__doc__)
     p.add_argument("--seed", type=int, required=True, help="seed of model A")
     p.add_argument("--dense", required=True, help="trained dense A (final.pt)")
     p.add_argument("--rewind-state", default=None, help="A at the rewind epoch: IMP with rewinding")

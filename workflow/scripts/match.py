@@ -1,7 +1,6 @@
 #!/usr/bin/env python
 """Find the permutation pi of A's hidden units that aligns trained A with trained B."""
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,10 +16,7 @@ from ticketalign.permutation.weight_matching import weight_matching
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    cli.add_data_args(p)
-    cli.add_model_args(p)
-    cli.add_runtime_args(p)
+    p = cli.parser(__doc__, train=False)
     p.add_argument("--method", choices=["weight", "activation"], required=True)
     p.add_argument("--model-a", required=True, help="trained dense A (final.pt)")
     p.add_argument("--model-b", required=True, help="trained dense B (final.pt)")

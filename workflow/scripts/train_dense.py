@@ -4,7 +4,6 @@
 Epoch 0 is the initialization itself, epoch k the state after exactly k full epochs.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,11 +15,7 @@ from ticketalign.train import train
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    cli.add_data_args(p)
-    cli.add_model_args(p)
-    cli.add_train_args(p)
-    cli.add_runtime_args(p)
+    p = cli.parser(__doc__)
     p.add_argument("--seed", type=int, required=True, help="seed of the initialization and data order")
     p.add_argument("--snapshot-epochs", type=int, nargs="*", default=[], help="epochs to save (0 = init)")
     p.add_argument("--out-dir", type=Path, required=True, help="writes ep<k>.pt, final.pt, metrics.json")

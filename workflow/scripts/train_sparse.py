@@ -31,11 +31,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_data_args(p)
-    cli.add_model_args(p)
-    cli.add_train_args(p)
-    cli.add_runtime_args(p)
+    p = cli.parser(__doc__)
     p.add_argument("--seed", type=int, required=True, help="seed of the data order (shared by all variants)")
     p.add_argument("--rewind-epoch", type=int, required=True, help="k: runs train epochs - k epochs")
     p.add_argument("--a-init", required=True, help="A at epoch k")
