@@ -7,23 +7,26 @@ gain is at most ``tol`` (relative to the objective) or after ``max_sweeps``. A g
 solution is accepted only if it strictly increases the objective, evaluated in float64, so the
 objective never decreases from one sweep to the next.
 
-How it is made fast (the result is the one plain coordinate descent gives, only cheaper):
+How it is made fast (same algorithm, less arithmetic):
 
-* ``pi(A)`` is kept permuted as the descent goes; a tensor is re-indexed only when a group acting
-  on it accepts a new permutation, and then only along that group's axes.
+* ``pi(A)`` is kept permuted as the descent goes; when a group accepts a new permutation only the
+  units that moved are copied, in place, in the tensors that group acts on.
 * The assignment matrix of group ``p`` is a sum of one ``n x n`` *contribution* per (tensor, axis)
-  that ``p`` acts on: ``B_rows @ pi(A)_rows^T`` with rows the units of that axis. It is computed
-  by one float32 matmul and cached, indexed by A's original units so that ``p``'s own permutation
-  does not invalidate it; it is recomputed only when a group on another axis of that tensor has
-  changed since. A group none of whose contributions changed would get the same assignment as
-  last time, so it is skipped.
-* Float32 only guides the search. Whether a new permutation is accepted is decided in float64:
-  every tensor's term ``<B, pi(A)>`` is kept as a float64 dot product (products of float32 numbers
-  are exact in float64), the objective is their exactly rounded sum (``math.fsum``), and a
-  candidate is accepted only if that sum, recomputed with the candidate's terms, is larger. The
-  history therefore increases strictly with every accepted step and equals
-  :func:`matching_objective` of the returned permutation up to float64 rounding.
+  that ``p`` acts on: ``B_rows @ pi(A)_rows^T`` with rows the units of that axis. Each one is
+  cached (float32), indexed by A's original units so that ``p``'s own permutation does not
+  invalidate it. When the group on the tensor's other axis has moved ``d`` of its units since,
+  the contribution is corrected by a rank-``d`` product over the moved units only (recomputed in
+  full instead when ``d`` is over half that group, and after every 32 corrections, which bounds
+  float32 drift). A group none of whose contributions changed would get the same assignment as last
+  time: it is skipped.
+* Float32 only guides the search. Acceptance is decided in float64: every tensor's term
+  ``<B, pi(A)>`` is kept in float64 (float32 products are exact in float64; a move changes a term
+  by the moved units' share, also computed in float64) and the objective is their exactly
+  rounded sum (``math.fsum``). A candidate is accepted only if that sum increases, so the history
+  increases with every accepted step and equals :func:`matching_objective` of the returned
+  permutation up to float64 rounding.
 
+Large temporaries are reused (fresh multi-megabyte allocations cost page faults on every call).
 ``torch``'s thread count is used as set by the caller (``torch.set_num_threads``).
 """
 
@@ -39,10 +42,9 @@ from scipy.optimize import linear_sum_assignment
 
 from ticketalign.permutation.spec import Permutation, PermutationSpec, permute_tensor
 
-
-def _unit_rows(t: torch.Tensor, axis: int) -> torch.Tensor:
-    """``t`` as a matrix with one row per unit of ``axis``."""
-    return t.movedim(axis, 0).reshape(t.shape[axis], -1)
+_CHUNK = 1 << 16  # elements per float64 block in _dot64 (stays in cache, no large allocation)
+_RESUM_EVERY = 16  # a group's float32 matrix is re-added from its contributions after this many updates
+_REFRESH_EVERY = 32  # a contribution is recomputed in full after this many rank-d corrections
 
 
 def _exact_dtype(t: torch.Tensor) -> torch.dtype:
@@ -51,8 +53,17 @@ def _exact_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def _dot64(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``<a, b>`` with float64 products and accumulation."""
-    return float(torch.dot(a.reshape(-1).double(), b.reshape(-1).double()))
+    """``<a, b>`` with float64 products and accumulation (blocks summed exactly with fsum)."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    if a.numel() <= _CHUNK:
+        return float(torch.dot(a.double(), b.double()))
+    return math.fsum(float(torch.dot(x.double(), y.double())) for x, y in zip(a.split(_CHUNK), b.split(_CHUNK)))
+
+
+def _rows(t: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """``t`` with ``axes`` moved to the front (in that order), as a matrix with one row per unit of
+    ``axes[0]``."""
+    return t.movedim(axes, tuple(range(len(axes)))).reshape(t.shape[axes[0]], -1)
 
 
 def matching_objective(
@@ -69,14 +80,23 @@ def matching_objective(
 
 @dataclass
 class _Contribution:
-    """One (tensor, axis) a group acts on: its share of the group's assignment matrix."""
+    """One (tensor, axis) a group acts on: its share of the group's assignment matrix.
+
+    ``value`` is ``B_rows @ pi(A)_rows^T`` (float32, B's units x A's *original* units), rows taken
+    along ``axis``. It depends only on the groups on the tensor's other axes (``others``), whose
+    versions were ``stamp`` when it was last brought up to date.
+    """
 
     name: str
     axis: int
-    others: tuple[str, ...]  # groups on the tensor's other axes: the contribution depends on them
-    b_rows: torch.Tensor  # B's rows for this axis, float32 (n, m)
-    stamp: tuple[int, ...] | None = None  # versions of ``others`` when ``value`` was computed
-    value: torch.Tensor | None = None  # float32 (n_B, n_A), columns indexed by A's original units
+    other_axes: tuple[int, ...]  # the tensor's other permuted axes
+    others: tuple[str, ...]  # the groups acting on them
+    b_rows: torch.Tensor  # B as float32 (n, m): ``axis`` first, then ``other_axes``, then the rest
+    incremental: bool  # exactly one other permuted axis, of another group: updatable unit by unit
+    stamp: tuple[int, ...] | None = None
+    value: torch.Tensor | None = None
+    snap: torch.Tensor | None = None  # the other group's permutation when ``value`` was made
+    updates: int = 0  # corrections since ``value`` was last computed in full
 
 
 def _check_inputs(spec: PermutationSpec, names: list[str], a: Mapping, b: Mapping, init: Permutation | None) -> None:
@@ -95,8 +115,165 @@ def _check_inputs(spec: PermutationSpec, names: list[str], a: Mapping, b: Mappin
     if init is not None:
         for p, n in spec.group_sizes.items():
             idx = init.get(p)
-            if idx is None or tuple(idx.shape) != (n,) or not torch.equal(torch.sort(idx.cpu()).values, torch.arange(n)):
+            ok = idx is not None and tuple(idx.shape) == (n,)
+            if not ok or not torch.equal(torch.sort(idx.detach().cpu().long()).values, torch.arange(n)):
                 raise ValueError(f"weight matching: init[{p!r}] must be a permutation of range({n})")
+
+
+class _Descent:
+    """The state of one coordinate descent: pi(A), the cached contributions, the float64 terms."""
+
+    def __init__(self, spec: PermutationSpec, names: list[str], params_a: Mapping, params_b: Mapping, init):
+        self.spec = spec
+        # pi(A) as the descent currently has it (a private copy, updated in place) and B
+        self.a = {n: params_a[n].detach().cpu().to(_exact_dtype(params_a[n]), copy=True) for n in names}
+        self.b = {n: params_b[n].detach().cpu().to(_exact_dtype(params_b[n])) for n in names}
+        self.b32 = {n: t.float() for n, t in self.b.items()}
+        self.perm = {p: torch.arange(n) for p, n in spec.group_sizes.items()}
+        if init is not None:
+            self.perm = {p: init[p].detach().cpu().long().clone() for p in spec.group_sizes}
+            self.a = {n: permute_tensor(spec, self.perm, n, t).contiguous() for n, t in self.a.items()}
+        self.inv = {p: torch.argsort(idx) for p, idx in self.perm.items()}
+        self.version = dict.fromkeys(spec.group_sizes, 0)
+        self.terms = {n: _dot64(self.a[n], self.b[n]) for n in names}
+        self.total = math.fsum(self.terms.values())
+
+        self.contributions: dict[str, list[_Contribution]] = {p: [] for p in spec.group_sizes}
+        self.touching: dict[str, list[str]] = {p: [] for p in spec.group_sizes}  # tensors a group acts on
+        for name in names:
+            axes = spec.axes_to_perm[name]
+            for axis, p in enumerate(axes):
+                if p is None:
+                    continue
+                other_axes = tuple(i for i, q in enumerate(axes) if i != axis and q is not None)
+                others = tuple(axes[i] for i in other_axes)
+                b_rows = _rows(self.b32[name], (axis, *other_axes)).contiguous()
+                incremental = len(others) == 1 and others[0] != p
+                self.contributions[p].append(_Contribution(name, axis, other_axes, others, b_rows, incremental))
+                if name not in self.touching[p]:
+                    self.touching[p].append(name)
+        self.cost: dict[str, torch.Tensor] = {}  # group -> sum of its contributions (float32)
+        self.updates: dict[str, int] = {}  # group -> updates of ``cost`` since it was last re-added
+        self.solved: set[str] = set()
+        self._scratch: dict[tuple[int, torch.dtype, str], torch.Tensor] = {}
+
+    def scratch(self, n: int, dtype: torch.dtype = torch.float32, tag: str = "") -> torch.Tensor:
+        """A reusable ``n x n`` buffer (one per size, dtype and tag)."""
+        key = (n, dtype, tag)
+        if key not in self._scratch:
+            self._scratch[key] = torch.empty(n, n, dtype=dtype)
+        return self._scratch[key]
+
+    def product(self, p: str, b_rows: torch.Tensor, a_rows: torch.Tensor) -> torch.Tensor:
+        """``b_rows @ a_rows^T`` with columns in A's original order of group ``p``, in a scratch buffer."""
+        n, inv = len(b_rows), self.inv[p]
+        out = self.scratch(n)
+        if a_rows.shape[1] < n:  # reorder the thin factor rather than the n x n product
+            return torch.matmul(b_rows, a_rows.index_select(0, inv).T, out=out)
+        tmp = torch.matmul(b_rows, a_rows.T, out=self.scratch(n, tag="product"))
+        return torch.index_select(tmp, 1, inv, out=out)
+
+    def refresh(self, p: str, c: _Contribution) -> torch.Tensor | None:
+        """Bring ``c.value`` up to date; return the change to add to the group's matrix (None if
+        ``value`` was just created)."""
+        a = self.a[c.name]
+        c.stamp = tuple(self.version[g] for g in c.others)
+        if c.incremental and c.value is not None:
+            q, ax2 = c.others[0], c.other_axes[0]
+            changed = (self.perm[q] != c.snap).nonzero().squeeze(1)
+            d = len(changed)
+            if 2 * d <= self.spec.group_sizes[q] and c.updates < _REFRESH_EVERY:  # cheaper than in full
+                before = self.inv[q][c.snap[changed]]  # where the units shown then are shown now
+                c.updates += 1
+                c.snap = self.perm[q].clone()
+                if not d:
+                    return self.scratch(len(c.value)).zero_()
+                # pi(A) now shows other units of q at the changed positions: a rank-d correction
+                delta = (a.index_select(ax2, changed) - a.index_select(ax2, before)).float()
+                b_rows = _rows(self.b32[c.name].index_select(ax2, changed), (c.axis, ax2))
+                change = self.product(p, b_rows, _rows(delta, (c.axis, ax2)))
+                c.value += change
+                return change
+        a_rows = _rows(a.float() if a.dtype != torch.float32 else a, (c.axis, *c.other_axes))
+        new = self.product(p, c.b_rows, a_rows)
+        c.updates = 0
+        c.snap = self.perm[c.others[0]].clone() if c.incremental else None
+        if c.value is None:
+            c.value = new.clone()
+            return None
+        # keep ``new`` as the value; the old value's buffer takes the change and becomes the scratch
+        old, c.value = c.value, new
+        self._scratch[(len(new), torch.float32, "")] = torch.sub(new, old, out=old)
+        return old
+
+    def assignment_matrix(self, p: str) -> torch.Tensor | None:
+        """Group ``p``'s float32 assignment matrix (B units x A's original units), or None if
+        nothing it depends on changed since ``p`` was last solved (the answer would be the same)."""
+        contributions = self.contributions[p]
+        stale = [c for c in contributions if c.stamp != tuple(self.version[g] for g in c.others)]
+        if not stale and p in self.solved:
+            return None
+        cost = self.cost.get(p)
+        resum = cost is None or self.updates[p] + len(stale) > _RESUM_EVERY
+        for c in stale:
+            change = self.refresh(p, c)  # a scratch buffer: add it before the next refresh
+            if change is None:
+                resum = True
+            elif not resum:
+                cost += change
+        if resum:  # add the contributions up afresh (also bounds float32 drift of the updates)
+            if cost is None:
+                cost = self.cost[p] = contributions[0].value.clone()
+            else:
+                cost.copy_(contributions[0].value)
+            for c in contributions[1:]:
+                cost += c.value
+            self.updates[p] = 0
+        else:
+            self.updates[p] += len(stale)
+        return cost
+
+    def try_group(self, p: str) -> bool:
+        """Re-solve group ``p``; accept its new permutation if the float64 objective increases."""
+        cost = self.assignment_matrix(p)
+        if cost is None:
+            return False
+        self.solved.add(p)
+        neg = self.scratch(len(cost), torch.float64)
+        neg.copy_(cost).neg_()  # scipy is fastest on a float64 minimization
+        _, cols = linear_sum_assignment(neg.numpy())
+        cols = torch.from_numpy(cols).long()
+        if torch.equal(cols, self.perm[p]):
+            return False
+        rel = self.inv[p][cols]  # the new pi(A) shows along p's axes the current units reordered by rel
+        moved = (rel != torch.arange(len(rel))).nonzero().squeeze(1)
+        source = rel[moved]
+        new_terms, incoming, replaced = {}, {}, {}
+        for name in self.touching[p]:
+            axes = [i for i, g in enumerate(self.spec.axes_to_perm[name]) if g == p]
+            a, b = self.a[name], self.b[name]
+            if len(axes) == 1:  # only the moved units change: update the term by their share
+                ax, d = axes[0], len(moved)
+                both = a.index_select(ax, torch.cat([source, moved]))  # the incoming rows, then the current
+                incoming[name] = both.narrow(ax, 0, d)
+                both = both.double()
+                change = both.narrow(ax, 0, d) - both.narrow(ax, d, d)
+                new_terms[name] = self.terms[name] + _dot64(b.index_select(ax, moved), change)
+            else:  # p on several axes of one tensor: permute it whole
+                for ax in axes:
+                    a = a.index_select(ax, rel)
+                replaced[name], new_terms[name] = a.contiguous(), _dot64(a, b)
+        new_total = math.fsum({**self.terms, **new_terms}.values())
+        if not new_total > self.total:
+            return False
+        for name, rows in incoming.items():
+            self.a[name].index_copy_(self.spec.axes_to_perm[name].index(p), moved, rows)
+        self.a.update(replaced)
+        self.terms.update(new_terms)
+        self.total = new_total
+        self.perm[p], self.inv[p] = cols, torch.argsort(cols)
+        self.version[p] += 1
+        return True
 
 
 def weight_matching(
@@ -115,7 +292,7 @@ def weight_matching(
     ``params_*`` are name -> tensor dicts (usually the models' parameters; running statistics
     are better left out, their scale is unrelated to the weights'). Returns the permutation and
     the objective after each sweep (the first entry is the starting objective); the history never
-    decreases.
+    decreases. ``init`` is the starting permutation (identity by default).
     """
     names = [n for n in spec.axes_to_perm if n in params_a and n in params_b]
     if not names:
@@ -123,83 +300,13 @@ def weight_matching(
     if max_sweeps < 0:
         raise ValueError(f"weight matching: max_sweeps must be >= 0, got {max_sweeps}")
     _check_inputs(spec, names, params_a, params_b, init)
-
-    # pi(A) as the descent currently has it, and B; both on CPU in a dtype without loss.
-    a_cur = {n: params_a[n].detach().cpu().to(_exact_dtype(params_a[n])) for n in names}
-    b = {n: params_b[n].detach().cpu().to(_exact_dtype(params_b[n])) for n in names}
-    perm = {p: torch.arange(n) for p, n in spec.group_sizes.items()}
-    if init is not None:
-        perm = {p: init[p].detach().cpu().long().clone() for p in spec.group_sizes}
-        a_cur = {n: permute_tensor(spec, perm, n, t) for n, t in a_cur.items()}
-    inv = {p: torch.argsort(idx) for p, idx in perm.items()}
-    terms = {n: _dot64(a_cur[n], b[n]) for n in names}
-    total = math.fsum(terms.values())
-
-    contributions: dict[str, list[_Contribution]] = {p: [] for p in spec.group_sizes}
-    touching: dict[str, list[str]] = {p: [] for p in spec.group_sizes}  # tensors each group acts on
-    for name in names:
-        axes = spec.axes_to_perm[name]
-        b32 = b[name].float()
-        for axis, p in enumerate(axes):
-            if p is None:
-                continue
-            others = tuple(q for i, q in enumerate(axes) if i != axis and q is not None)
-            contributions[p].append(_Contribution(name, axis, others, _unit_rows(b32, axis).contiguous()))
-            if name not in touching[p]:
-                touching[p].append(name)
-    groups = [p for p in spec.group_sizes if contributions[p]]
-    version = dict.fromkeys(spec.group_sizes, 0)
-    solved: set[str] = set()
-
-    def assignment_matrix(p: str) -> torch.Tensor | None:
-        """Group ``p``'s float32 assignment matrix (B units x A's original units), or None if
-        nothing it depends on changed since ``p`` was last solved."""
-        stale = [c for c in contributions[p] if c.stamp != tuple(version[q] for q in c.others)]
-        if not stale and p in solved:
-            return None
-        for c in stale:
-            a_rows = _unit_rows(a_cur[c.name].float(), c.axis)
-            c.value = (c.b_rows @ a_rows.T).index_select(1, inv[p])
-            c.stamp = tuple(version[q] for q in c.others)
-        cost = contributions[p][0].value.clone()
-        for c in contributions[p][1:]:
-            cost += c.value
-        return cost
-
-    def try_group(p: str) -> bool:
-        """Re-solve group ``p``; accept the new permutation if it raises the float64 objective."""
-        nonlocal total
-        cost = assignment_matrix(p)
-        if cost is None:
-            return False
-        solved.add(p)
-        _, cols = linear_sum_assignment(cost.numpy(), maximize=True)
-        cols = torch.from_numpy(cols).long()
-        if torch.equal(cols, perm[p]):
-            return False
-        rel = inv[p][cols]  # new pi(A) units along p = current ones reordered by rel
-        new_a, new_terms = {}, dict(terms)
-        for name in touching[p]:
-            t = a_cur[name]
-            for axis, q in enumerate(spec.axes_to_perm[name]):
-                if q == p:
-                    t = t.index_select(axis, rel)
-            new_a[name], new_terms[name] = t, _dot64(t, b[name])
-        new_total = math.fsum(new_terms.values())
-        if not new_total > total:
-            return False
-        a_cur.update(new_a)
-        terms.update(new_terms)
-        total = new_total
-        perm[p], inv[p] = cols, torch.argsort(cols)
-        version[p] += 1
-        return True
-
+    state = _Descent(spec, names, params_a, params_b, init)
+    groups = [p for p in spec.group_sizes if state.contributions[p]]
     rng = np.random.default_rng(seed)
-    history = [total]
+    history = [state.total]
     for sweep in range(max_sweeps):
-        changed = sum(try_group(str(p)) for p in rng.permutation(groups))
-        history.append(total)
+        changed = sum(state.try_group(str(p)) for p in rng.permutation(groups))
+        history.append(state.total)
         gain = history[-1] - history[-2]
         if log:
             log(
@@ -208,5 +315,4 @@ def weight_matching(
             )
         if gain <= tol * max(abs(history[-2]), 1.0):
             break
-    return perm, history
-
+    return state.perm, history
