@@ -40,7 +40,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
-    (work / "config.yaml").write_text(yaml.safe_dump(SMALL))
+    (work / "config.yaml").write_text(yaml.safe_dump(SMALL, sort_keys=False))
     proc = snakemake(work, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return work
@@ -82,7 +82,7 @@ def test_rerun_does_nothing_and_a_sparse_change_reruns_only_sparse_jobs(finished
     assert "Nothing to be done" in again.stdout + again.stderr
     cfg = yaml.safe_load((finished / "config.yaml").read_text())
     cfg["sparse"]["train"]["lr"] = 0.02
-    (finished / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (finished / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))  # key order changes too
     dry = snakemake(finished, "-n")
     assert dry.returncode == 0, dry.stderr[-2000:]
     jobs = _job_counts(dry.stdout + dry.stderr)

@@ -87,7 +87,7 @@ def markdown_table(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> str:
         row = [f"{width:g}", f"{100 * sp:g}%", str(k)]
         row += [f"{cells[lab].mean:.2f} ± {cells[lab].std:.2f}" if lab in cells else "" for lab in labels]
         if "naive" in cells:
-            row += [f"{cells[p].mean - cells['naive'].mean:+.2f}" if p in cells else "" for p in permuted]
+            row += [_signed(cells[p].mean - cells["naive"].mean) if p in cells else "" for p in permuted]
         row += [f"{published[(*_norm(key), m)]:.2f}" if (*_norm(key), m) in published else "" for m in paper_cols]
         lines.append("| " + " | ".join(row) + " |")
     n = int(agg["count"].max())
@@ -97,6 +97,11 @@ def markdown_table(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> str:
         f"mean ± std over {n} seed pairs"
     )
     return f"{title}\n\n" + "\n".join(lines) + "\n"
+
+
+def _signed(x: float) -> str:
+    """``+1.23``; a difference that rounds to zero prints as ``+0.00``, never ``-0.00``."""
+    return f"{round(x, 2) + 0.0:+.2f}"
 
 
 def _norm(key: tuple) -> tuple:

@@ -87,7 +87,7 @@ def pair_dir(width, a, b):
 def flags(options):
     """A config dict as command-line flags: {'weight_decay': 5e-4} -> '--weight-decay 0.0005'."""
     out = []
-    for key, value in options.items():
+    for key, value in sorted(options.items()):  # key order in the YAML must not look like a change
         flag = f"--{key.replace('_', '-')}"
         if isinstance(value, bool):
             value = str(value).lower()
