@@ -116,3 +116,15 @@ def test_checkpoint_of_another_recipe_is_not_resumed(digits, tmp_path):
     lines = []
     train(_mlp(digits), digits, TrainConfig(epochs=1, lr=0.2), seed=0, checkpoint=ckpt, log=lines.append)
     assert any("not resuming" in line for line in lines)
+
+
+def test_checkpoint_from_another_starting_point_is_not_resumed(digits, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    cfg = TrainConfig(epochs=1, lr=0.1)
+    train(_mlp(digits, seed=0), digits, cfg, seed=0, checkpoint=ckpt, log=None)
+    lines = []
+    train(_mlp(digits, seed=1), digits, cfg, seed=0, checkpoint=ckpt, log=lines.append)  # same recipe, new init
+    assert any("not resuming" in line for line in lines)
+    lines.clear()
+    train(_mlp(digits, seed=0), digits, cfg, seed=0, checkpoint=ckpt, log=lines.append)
+    assert any("resumed" in line for line in lines)

@@ -81,6 +81,12 @@ def test_rerun_does_nothing_and_a_sparse_change_reruns_only_sparse_jobs(finished
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Nothing to be done" in again.stdout + again.stderr
     cfg = yaml.safe_load((finished / "config.yaml").read_text())
+    # how to run and where the data live are not part of a result
+    cfg["runtime"] = {"device": "cpu", "checkpoint_every": 2, "eval_every": 3}
+    cfg["dataset"]["root"] = str(finished / "elsewhere")
+    (finished / "config.yaml").write_text(yaml.safe_dump(cfg))
+    same = snakemake(finished, "-n")
+    assert "Nothing to be done" in same.stdout + same.stderr, same.stdout[-3000:]
     cfg["sparse"]["train"]["lr"] = 0.02
     (finished / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))  # key order changes too
     dry = snakemake(finished, "-n")

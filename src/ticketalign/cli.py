@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -36,8 +37,11 @@ def parser(description: str | None, *, train: bool = True) -> argparse.ArgumentP
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, help="dataset name (see ticketalign.data.DATASETS)")
-    g.add_argument("--data-root", default=None, help="folder holding the dataset files")
-    g.add_argument("--download", action="store_true", help="download the dataset if missing (needs internet)")
+    g.add_argument("--data-root", default=os.environ.get("TICKETALIGN_DATA_ROOT"),
+                   help="folder holding the dataset files (default: $TICKETALIGN_DATA_ROOT)")
+    g.add_argument("--download", type=_parse_bool, metavar="{true,false}",
+                   default=_parse_bool(os.environ.get("TICKETALIGN_DOWNLOAD", "false")),
+                   help="download the dataset if missing, needs internet (default: $TICKETALIGN_DOWNLOAD)")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -61,14 +65,19 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("runtime (how to run, not what to compute)")
-    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    g.add_argument("--amp", type=_parse_bool, default=True, metavar="{true,false}", help="bf16 autocast on CUDA")
-    g.add_argument("--channels-last", type=_parse_bool, default=True, metavar="{true,false}")
-    g.add_argument("--compile", type=_parse_bool, default=False, metavar="{true,false}")
-    g.add_argument("--eval-every", type=int, default=1, help="evaluate on the test split every N epochs")
-    g.add_argument("--checkpoint-every", type=int, default=5, help="write a resumable checkpoint every N epochs")
+    """Runtime flags; their defaults come from $TICKETALIGN_RUNTIME (JSON), which the workflow sets
+    from the config's ``runtime`` section so that changing it never looks like a new result."""
+    env = json.loads(os.environ.get("TICKETALIGN_RUNTIME", "{}"))
+    d = {**dataclasses.asdict(Runtime(device="auto")), "threads": 1, **env}
+    g = p.add_argument_group("runtime (how to run, not what to compute; defaults from $TICKETALIGN_RUNTIME)")
+    g.add_argument("--device", default=d["device"], help="auto (CUDA when present), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=int, default=d["threads"], help="CPU threads for torch")
+    g.add_argument("--amp", type=_parse_bool, default=d["amp"], metavar="{true,false}", help="bf16 autocast on CUDA")
+    g.add_argument("--channels-last", type=_parse_bool, default=d["channels_last"], metavar="{true,false}")
+    g.add_argument("--compile", type=_parse_bool, default=d["compile"], metavar="{true,false}")
+    g.add_argument("--eval-every", type=int, default=d["eval_every"], help="evaluate on the test split every N epochs")
+    g.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
+                   help="write a resumable checkpoint every N epochs")
 
 
 def _parse_bool(text: str) -> bool:

@@ -49,7 +49,21 @@ def load_config_files(paths: list[str | Path], overrides: Mapping[str, Any] | No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys, found {type(loaded).__name__}")
         deep_update(cfg, loaded)
-    return deep_update(cfg, overrides or {})
+    return deep_update(cfg, _typed(overrides or {}))
+
+
+def _typed(value: Any) -> Any:
+    """``--config`` values arrive as strings below the top level ('0.02'); read them as YAML."""
+    if isinstance(value, Mapping):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
 
 
 def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,7 +103,7 @@ def _describe(err: jsonschema.ValidationError, schema: Mapping[str, Any]) -> str
         rng = _range(err.schema)
         return f"config: {key!r} is {err.instance!r}; allowed values: {rng}"
     if v == "type":
-        return f"config: {key!r} is {err.instance!r}; expected a {err.validator_value}"
+        return f"config: {key!r} is {err.instance!r}; expected type: {err.validator_value}"
     return f"config: {key!r}: {err.message}"
 
 

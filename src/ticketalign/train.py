@@ -14,6 +14,7 @@ an uninterrupted one does.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -52,14 +53,6 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
             raise ValueError(f"warmup_epochs must lie in [0, epochs={self.epochs}], got {self.warmup_epochs}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], **overrides: Any) -> TrainConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training options {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**{**d, **overrides})
 
 
 @dataclass(frozen=True)
@@ -201,18 +194,12 @@ def train(
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     result = TrainResult()
     start_epoch, step = 0, 0
-    ckpt_meta = {"config": asdict(cfg), "seed": seed, "masked": sorted(masks)}
+    # a checkpoint resumes only the run that made it: same recipe, seed, starting weights and mask
+    ckpt_meta = {"config": asdict(cfg), "seed": seed, "start": state_fingerprint(model.state_dict(), masks)}
 
-    state = _load_checkpoint(checkpoint, ckpt_meta, device, log)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step, result.history = state["epoch"], state["step"], state["history"]
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-        if log:
-            log(f"resumed from {checkpoint} at epoch {start_epoch}")
+    resumed = _resume(checkpoint, ckpt_meta, model, optimizer, device, log)
+    if resumed is not None:
+        start_epoch, step, result.history = resumed
     else:
         apply_masks(model, masks)
         if 0 in snapshot_epochs and on_snapshot:
@@ -282,19 +269,42 @@ def train(
     return result
 
 
-def _load_checkpoint(
-    path: str | Path | None, meta: dict[str, Any], device: torch.device, log: Callable[[str], None] | None
-) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or None; one made by another recipe is ignored, with a note."""
+def state_fingerprint(state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None = None) -> str:
+    """A short hash of tensors' names, shapes and exact values (e.g. a run's starting point)."""
+    h = hashlib.sha256()
+    for group in (state, masks or {}):
+        for name in sorted(group):
+            t = group[name].detach().cpu().contiguous().reshape(-1)
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _resume(
+    path: str | Path | None,
+    meta: dict[str, Any],
+    model: nn.Module,
+    optimizer: SGD,
+    device: torch.device,
+    log: Callable[[str], None] | None,
+) -> tuple[int, int, list[dict[str, float]]] | None:
+    """Load the checkpoint into model and optimizer; None (start afresh) if absent or not this run's."""
     if path is None or not Path(path).exists():
         return None
     try:
         state, _ = load_artifact(path, "train_checkpoint", expect=meta, map_location=str(device))
-    except ArtifactError as err:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (ArtifactError, RuntimeError, KeyError) as err:
         if log:
-            log(f"not resuming: {err}")
+            log(f"not resuming from {path}: {err}")
         return None
-    return state
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
+    if log:
+        log(f"resumed from {path} at epoch {state['epoch']}")
+    return state["epoch"], state["step"], state["history"]
 
 
 def _format_row(row: dict[str, float], epochs: int) -> str:

@@ -1,5 +1,7 @@
 # Paths, target lists and command-line helpers shared by every rule.
 # The config is validated (and its defaults filled) here, before any job is scheduled.
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,16 +19,20 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 RESULTS = f"results/{config['name']}"
-SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+SCRIPTS = Path(os.path.relpath(Path(workflow.basedir) / "workflow" / "scripts"))
 LIB = Path(workflow.basedir) / "src" / "ticketalign"
 
 
 def lib(*parts):
-    """Library sources a rule's results depend on: editing one reruns that rule's jobs."""
+    """Library sources a rule's results depend on: editing one reruns that rule's jobs.
+
+    Paths are relative to the working directory, so moving the checkout with its results
+    does not look like a change of inputs.
+    """
     files = []
     for part in parts:
         files += sorted(LIB.glob(f"{part}/*.py")) if (LIB / part).is_dir() else [LIB / part]
-    return [str(f) for f in files]
+    return [os.path.relpath(f) for f in files]
 
 
 # what each stage computes with; the scripts themselves are inputs of their rules too
@@ -58,7 +64,6 @@ def fmt(x):
 
 WIDTHS = [fmt(w) for w in config["model"]["widths"]]
 SPARSITIES = [fmt(s) for s in config["sparsities"]]
-REWINDS = [str(k) for k in config["rewind_epochs"]]
 PAIRS = [tuple(p) for p in config["seed_pairs"]]
 METHODS = config["matching"]["methods"]
 VARIANTS = config["sparse"]["variants"]
@@ -95,22 +100,19 @@ def flags(options):
     return " ".join(out)
 
 
-def data_flags():
-    d = config["dataset"]
-    download = " --download" if d["download"] else ""
-    return f"--dataset {d['name']} --data-root {d['root']}{download}"
-
-
 def model_flags(width):
-    import json
-
     opts = json.dumps(config["model"]["options"], sort_keys=True).replace(" ", "")
     return f"--model {config['model']['name']} --width {width} --model-options '{opts}'"
 
 
-def runtime_flags():
-    """Runtime options as flags; threads come from each rule's `threads:` (so --set-threads works)."""
-    return flags({k: v for k, v in RUNTIME.items() if k != "threads"})
+# Where the data are and how to run (device, checkpoints, ...) do not change what is computed,
+# so they are not params (a change would rerun everything): they reach the scripts as
+# environment variables, which ticketalign.cli reads as its defaults. Threads: each rule's own.
+os.environ.update(
+    TICKETALIGN_DATA_ROOT=str(config["dataset"]["root"]),
+    TICKETALIGN_DOWNLOAD=str(config["dataset"]["download"]).lower(),
+    TICKETALIGN_RUNTIME=json.dumps({k: v for k, v in RUNTIME.items() if k != "threads"}),
+)
 
 
 def sparse_metrics():

@@ -10,9 +10,8 @@ rule train_dense:
         snapshots=[f"{RESULTS}/w{{width}}/seed{{seed}}/dense/ep{k}.pt" for k in SNAPSHOTS],
         metrics=f"{RESULTS}/w{{width}}/seed{{seed}}/dense/metrics.json",
     params:
-        data=data_flags(),
+        dataset=f"--dataset {config['dataset']['name']}",
         train=flags(config["dense"]),
-        runtime=runtime_flags(),
         snapshots=" ".join(map(str, SNAPSHOTS)),
         out_dir=lambda wc, output: Path(output.final).parent,
         model=lambda wc: model_flags(wc.width),
@@ -26,6 +25,6 @@ rule train_dense:
     benchmark:
         f"{RESULTS}/benchmarks/dense/w{{width}}_seed{{seed}}.tsv"
     shell:
-        "python {input.script} {params.data} {params.model} {params.train} {params.runtime} "
+        "python {input.script} {params.dataset} {params.model} {params.train} "
         "--threads {threads} --seed {wildcards.seed} --snapshot-epochs {params.snapshots} "
         "--out-dir {params.out_dir} > {log} 2>&1"

@@ -15,9 +15,8 @@ rule imp:
         masks=[f"{RESULTS}/w{{width}}/seed{{seed}}/imp/mask_s{sp}.pt" for sp in SPARSITIES],
         metrics=f"{RESULTS}/w{{width}}/seed{{seed}}/imp/metrics.json",
     params:
-        data=data_flags(),
+        dataset=f"--dataset {config['dataset']['name']}",
         train=flags(config["imp"]["train"]),
-        runtime=runtime_flags(),
         rate=config["imp"]["prune_rate"],
         sparsities=" ".join(SPARSITIES),
         rewind=lambda wc, input: f"--rewind-state {input.rewind[0]}" if input.rewind else "",
@@ -33,6 +32,6 @@ rule imp:
     benchmark:
         f"{RESULTS}/benchmarks/imp/w{{width}}_seed{{seed}}.tsv"
     shell:
-        "python {input.script} {params.data} {params.model} {params.train} {params.runtime} "
+        "python {input.script} {params.dataset} {params.model} {params.train} "
         "--threads {threads} --seed {wildcards.seed} --dense {input.dense} {params.rewind} "
         "--prune-rate {params.rate} --sparsities {params.sparsities} --out-dir {params.out_dir} > {log} 2>&1"

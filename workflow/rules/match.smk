@@ -10,8 +10,7 @@ rule match:
     output:
         perm=f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{{method}}/perm.pt",
     params:
-        data=data_flags(),
-        runtime=runtime_flags(),
+        dataset=f"--dataset {config['dataset']['name']}",
         options=lambda wc: flags(config["matching"][wc.method]),
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
@@ -24,7 +23,7 @@ rule match:
     benchmark:
         f"{RESULTS}/benchmarks/match/w{{width}}_pair{{a}}-{{b}}_{{method}}.tsv"
     shell:
-        "python {input.script} {params.data} {params.model} {params.runtime} --threads {threads} "
+        "python {input.script} {params.dataset} {params.model} --threads {threads} "
         "--method {wildcards.method} {params.options} --model-a {input.a} --model-b {input.b} "
         "--out {output.perm} > {log} 2>&1"
 

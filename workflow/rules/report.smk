@@ -5,7 +5,7 @@ rule summarize:
     input:
         code=lib("report.py"),
         script=SCRIPTS / "summarize.py",
-        paper=Path(workflow.basedir) / "workflow" / "report" / "paper_results.csv",
+        paper=os.path.relpath(f"{workflow.basedir}/workflow/report/paper_results.csv"),
         metrics=sparse_metrics(),
     output:
         summary=report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Results"),

@@ -12,9 +12,8 @@ rule train_sparse:
     output:
         [f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/sparse/s{{sp}}/k{{k}}/{run}/metrics.json" for run in RUNS],
     params:
-        data=data_flags(),
+        dataset=f"--dataset {config['dataset']['name']}",
         train=flags(config["sparse"]["train"]),
-        runtime=runtime_flags(),
         variants=" ".join(VARIANTS),
         permuted=lambda wc, input: " ".join(f"--permuted-mask {m}={input[m]}" for m in permuted_masks(wc)),
         tags=lambda wc: (
@@ -32,7 +31,7 @@ rule train_sparse:
     benchmark:
         f"{RESULTS}/benchmarks/sparse/w{{width}}_pair{{a}}-{{b}}_s{{sp}}_k{{k}}.tsv"
     shell:
-        "python {input.script} {params.data} {params.model} {params.train} {params.runtime} "
+        "python {input.script} {params.dataset} {params.model} {params.train} "
         "--threads {threads} --seed {wildcards.b} --rewind-epoch {wildcards.k} --a-init {input.a_init} "
         "--b-init {input.b_init} --mask {input.mask} {params.permuted} --variants {params.variants} "
         "{params.tags} --out-dir {params.out_dir} > {log} 2>&1"

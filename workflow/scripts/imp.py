@@ -5,6 +5,7 @@ Trained levels are cached under <out-dir>/levels, so a rerun (after a crash, or 
 target sparsity) trains only the levels it does not have yet.
 """
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the libr
 from ticketalign import cli
 from ticketalign.artifacts import save_artifact, save_json
 from ticketalign.pruning import dense_masks, plan_imp, run_imp, sparsity, total_count
+from ticketalign.train import state_fingerprint
 
 
 def main() -> None:
@@ -34,11 +36,12 @@ def main() -> None:
     rewind = cli.load_model_state(args.rewind_state, args) if args.rewind_state else None
     cfg = cli.train_config(args)
     plan = plan_imp(total_count(dense_masks(model)), args.sparsities, args.prune_rate)
-    # everything that determines the chain; cached levels from another recipe are never reused
-    recipe = {k: v for k, v in vars(args).items() if k not in ("out_dir", "threads", "device")}
-    fingerprint = hashlib.sha256(
-        json.dumps(recipe, sort_keys=True, default=str).encode() + Path(args.dense).read_bytes()
-    ).hexdigest()
+    # Everything that determines the chain's levels (not the targets: a level does not depend on
+    # them), so cached levels are reused when a target is added and never across recipes.
+    recipe = {"train": dataclasses.asdict(cfg), "prune_rate": args.prune_rate, "seed": args.seed, "amp": args.amp,
+              "model": cli.model_meta(args), "dense": state_fingerprint(model.state_dict()),
+              "rewind": state_fingerprint(rewind) if rewind is not None else None}
+    fingerprint = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     cli.log(f"IMP chain: {plan.trained_levels} trained levels, targets {plan.targets}")
     meta = cli.model_meta(args) | {"seed": args.seed}
 

@@ -29,6 +29,9 @@ def main() -> None:
     same_model = {k: perm_meta[k] for k in ("model", "width", "dataset", "model_options")}
     for src, dst in zip(args.masks, args.outs):
         masks, mask_meta = load_artifact(src, "mask", expect=same_model)
+        unknown = sorted(set(masks) - set(spec.axes_to_perm))
+        if unknown:  # a tensor the spec does not know would silently stay unpermuted
+            raise SystemExit(f"{src}: mask tensors {unknown} are not in the model's permutation spec")
         permuted = apply_permutation(spec, found["perm"], masks)
         save_artifact(dst, "mask", permuted, **mask_meta | {"permuted_by": perm_meta["method"]})
         cli.log(f"{src} -> {dst}")

@@ -4,6 +4,7 @@
 Epoch 0 is the initialization itself, epoch k the state after exactly k full epochs.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -27,14 +28,20 @@ def main() -> None:
     cfg = cli.train_config(args)
     meta = cli.model_meta(args) | {"seed": args.seed}
 
+    # Snapshots go to a cache folder first and are moved into place at the end: Snakemake deletes
+    # a failed job's outputs, and a resumed run must still find the snapshots taken before the crash.
+    cache = args.out_dir / ".snapshots"
+
     def snapshot(epoch, m):
-        save_artifact(args.out_dir / f"ep{epoch}.pt", "model_state", m.state_dict(), epoch=epoch, **meta)
+        save_artifact(cache / f"ep{epoch}.pt", "model_state", m.state_dict(), epoch=epoch, **meta)
 
     cli.log(f"dense {args.model} w{args.width:g} seed {args.seed}: {cfg}")
     result = train(
         model, data, cfg, seed=args.seed, runtime=rt, snapshot_epochs=tuple(args.snapshot_epochs),
         on_snapshot=snapshot, checkpoint=args.out_dir / "train.ckpt", log=cli.log,
     )
+    for k in args.snapshot_epochs:
+        os.replace(cache / f"ep{k}.pt", args.out_dir / f"ep{k}.pt")
     save_artifact(args.out_dir / "final.pt", "model_state", model.state_dict(), epoch=cfg.epochs, **meta)
     save_json(args.out_dir / "metrics.json", {**meta, **result.final, "history": result.history})
     (args.out_dir / "train.ckpt").unlink(missing_ok=True)

@@ -30,6 +30,15 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _number_or_text(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--seed", type=int, required=True, help="seed of the data order (shared by all variants)")
@@ -66,7 +75,7 @@ def main() -> None:
         runs.append(("random", "random", "", inits["b"], random_masks_like(mask, gen)))
 
     cfg = cli.train_config(args, epochs=args.epochs - args.rewind_epoch)
-    tags = dict(args.tag)
+    tags = {k: _number_or_text(v) for k, v in args.tag}
     for name, variant, method, init, run_mask in runs:
         cli.log(f"--- {name}: {cfg.epochs} epochs from epoch {args.rewind_epoch}, sparsity {sparsity(run_mask):.4f}")
         model = cli.model(args, data).to(device)

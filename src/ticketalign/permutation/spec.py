@@ -87,15 +87,6 @@ class PermutationSpec:
             raise ValueError(f"permutation groups {unused} act on no tensor")
 
 
-def spec_from_layers(
-    layers: list[tuple[str, tuple[str | None, ...]]],
-    group_sizes: dict[str, int],
-    activation_points: dict[str, list[str]] | None = None,
-) -> PermutationSpec:
-    """Build a spec from ``(tensor_name, axes)`` pairs; a convenience for model files."""
-    return PermutationSpec(dict(layers), dict(group_sizes), dict(activation_points or {}))
-
-
 def identity_permutation(spec: PermutationSpec) -> Permutation:
     return {p: torch.arange(n) for p, n in spec.group_sizes.items()}
 
