@@ -125,6 +125,6 @@ def test_checkpoint_from_another_starting_point_is_not_resumed(digits, tmp_path)
     lines = []
     train(_mlp(digits, seed=1), digits, cfg, seed=0, checkpoint=ckpt, log=lines.append)  # same recipe, new init
     assert any("not resuming" in line for line in lines)
-    lines.clear()
-    train(_mlp(digits, seed=0), digits, cfg, seed=0, checkpoint=ckpt, log=lines.append)
+    lines.clear()  # the checkpoint now belongs to the seed-1 run, which resumes from it
+    train(_mlp(digits, seed=1), digits, cfg, seed=0, checkpoint=ckpt, log=lines.append)
     assert any("resumed" in line for line in lines)
