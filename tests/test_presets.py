@@ -120,10 +120,12 @@ def _dry_run(*args: str) -> tuple[dict[str, int], float]:
 def test_cifar10_resnet20_dag_builds_quickly_with_the_slurm_profile():
     counts, elapsed = _dry_run("--workflow-profile", "workflow/profiles/slurm",
                                "--configfile", "presets/cifar10_resnet20.yaml")
-    # 4 widths x 6 seeds; 4 x 3 chains; 4 x 3 pairs x 2 methods; 3 pairs x 4 sparsities x (9+9+5+5) k
-    assert counts["train_dense"] == 24 and counts["imp"] == 12 and counts["match"] == 24
+    # 4 widths x 6 seeds; 4 x 3 chains x 4 targets; 4 x 3 pairs x 2 methods; 4 x 3 pairs x 4 targets;
+    # 3 pairs x 4 sparsities x (9+9+5+5) k
+    assert counts["train_dense"] == 24 and counts["imp"] == 48 and counts["match"] == 24
+    assert counts["permute_mask"] == 48
     assert counts["train_sparse"] == 3 * 4 * (9 + 9 + 5 + 5)
-    assert counts["total"] == 423
+    assert counts["total"] == 483
     assert elapsed < 30
 
 

@@ -87,6 +87,11 @@ def test_rerun_does_nothing_and_a_sparse_change_reruns_only_sparse_jobs(finished
     (finished / "config.yaml").write_text(yaml.safe_dump(cfg))
     same = snakemake(finished, "-n")
     assert "Nothing to be done" in same.stdout + same.stderr, same.stdout[-3000:]
+    # a sparser target adds its own jobs only: the seeds' IMP chains continue from the cache
+    (finished / "config.yaml").write_text(yaml.safe_dump({**cfg, "sparsities": [0.5, 0.9, 0.95]}))
+    more = snakemake(finished, "-n")
+    assert _job_counts(more.stdout + more.stderr) == {
+        "imp": 2, "permute_mask": 2, "train_sparse": 4, "summarize": 1, "plot": 1, "all": 1}
     cfg["sparse"]["train"]["lr"] = 0.02
     (finished / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))  # key order changes too
     dry = snakemake(finished, "-n")

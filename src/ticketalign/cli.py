@@ -119,9 +119,12 @@ def model(args: argparse.Namespace, data: InMemoryDataset, seed: int | None = No
     )
 
 
+MODEL_KEYS = ("model", "width", "dataset", "model_options")
+
+
 def model_meta(args: argparse.Namespace) -> dict[str, Any]:
-    """Metadata that identifies an architecture; every model artifact carries it."""
-    return {"model": args.model, "width": args.width, "dataset": args.dataset, "model_options": args.model_options}
+    """Metadata that identifies an architecture (MODEL_KEYS); every model artifact carries it."""
+    return {key: getattr(args, key) for key in MODEL_KEYS}
 
 
 def load_model_state(path: str, args: argparse.Namespace) -> dict[str, torch.Tensor]:

@@ -63,7 +63,7 @@ def fmt(x):
 
 
 WIDTHS = [fmt(w) for w in config["model"]["widths"]]
-SPARSITIES = [fmt(s) for s in config["sparsities"]]
+SPARSITIES = [fmt(s) for s in sorted(config["sparsities"])]
 PAIRS = [tuple(p) for p in config["seed_pairs"]]
 METHODS = config["matching"]["methods"]
 VARIANTS = config["sparse"]["variants"]
@@ -131,3 +131,10 @@ def permuted_masks(wc):
     if "permuted" not in VARIANTS:
         return {}
     return {m: f"{pair_dir(wc.width, wc.a, wc.b)}/{m}/mask_s{wc.sp}.pt" for m in METHODS}
+
+
+def previous_target_mask(wc):
+    """IMP jobs of one seed run in order of sparsity, each continuing the chain cached on disk
+    by the one before: a new, sparser target adds one job and reruns nothing else."""
+    i = SPARSITIES.index(wc.sp)
+    return [f"{seed_dir(wc.width, wc.seed)}/imp/mask_s{SPARSITIES[i - 1]}.pt"] if i else []

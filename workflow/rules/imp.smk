@@ -1,4 +1,6 @@
-# IMP on model A: one chain of levels per seed serves every target sparsity.
+# IMP on model A: one chain of levels per seed serves every target sparsity. One job per target,
+# run in order of sparsity; trained levels are cached in imp/levels/, so each job trains only the
+# levels the previous targets did not need, then makes its capped prune.
 
 
 rule imp:
@@ -11,16 +13,16 @@ rule imp:
             if IMP_REWIND
             else []
         ),
+        previous=previous_target_mask,
     output:
-        masks=[f"{RESULTS}/w{{width}}/seed{{seed}}/imp/mask_s{sp}.pt" for sp in SPARSITIES],
-        metrics=f"{RESULTS}/w{{width}}/seed{{seed}}/imp/metrics.json",
+        mask=f"{RESULTS}/w{{width}}/seed{{seed}}/imp/mask_s{{sp}}.pt",
+        metrics=f"{RESULTS}/w{{width}}/seed{{seed}}/imp/metrics_s{{sp}}.json",
     params:
         dataset=f"--dataset {config['dataset']['name']}",
         train=flags(config["imp"]["train"]),
         rate=config["imp"]["prune_rate"],
-        sparsities=" ".join(SPARSITIES),
         rewind=lambda wc, input: f"--rewind-state {input.rewind[0]}" if input.rewind else "",
-        out_dir=lambda wc, output: Path(output.metrics).parent,
+        out_dir=lambda wc, output: Path(output.mask).parent,
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
     resources:
@@ -28,10 +30,10 @@ rule imp:
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/imp/w{{width}}_seed{{seed}}.log",
+        f"{RESULTS}/logs/imp/w{{width}}_seed{{seed}}_s{{sp}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/imp/w{{width}}_seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/imp/w{{width}}_seed{{seed}}_s{{sp}}.tsv"
     shell:
         "python {input.script} {params.dataset} {params.model} {params.train} "
         "--threads {threads} --seed {wildcards.seed} --dense {input.dense} {params.rewind} "
-        "--prune-rate {params.rate} --sparsities {params.sparsities} --out-dir {params.out_dir} > {log} 2>&1"
+        "--prune-rate {params.rate} --sparsity {wildcards.sp} --out-dir {params.out_dir} > {log} 2>&1"

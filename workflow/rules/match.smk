@@ -15,7 +15,7 @@ rule match:
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
     resources:
-        gpu=GPU,
+        gpu=lambda wc: GPU if wc.method == "activation" else 0,  # weight matching runs on the CPU
     conda:
         CONDA_ENV
     log:
@@ -32,15 +32,15 @@ rule permute_mask:
     input:
         code=lib("artifacts.py", "cli.py", "permutation/spec.py"),
         script=SCRIPTS / "permute_mask.py",
-        perm=f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{{method}}/perm.pt",
-        masks=[f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{sp}.pt" for sp in SPARSITIES],
+        perms=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{m}/perm.pt" for m in METHODS],
+        mask=f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{{sp}}.pt",
     output:
-        masks=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{{method}}/mask_s{sp}.pt" for sp in SPARSITIES],
+        masks=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{m}/mask_s{{sp}}.pt" for m in METHODS],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/permute_mask/w{{width}}_pair{{a}}-{{b}}_{{method}}.log",
+        f"{RESULTS}/logs/permute_mask/w{{width}}_pair{{a}}-{{b}}_s{{sp}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/permute_mask/w{{width}}_pair{{a}}-{{b}}_{{method}}.tsv"
+        f"{RESULTS}/benchmarks/permute_mask/w{{width}}_pair{{a}}-{{b}}_s{{sp}}.tsv"
     shell:
-        "python {input.script} --perm {input.perm} --masks {input.masks} --outs {output.masks} > {log} 2>&1"
+        "python {input.script} --mask {input.mask} --perms {input.perms} --outs {output.masks} > {log} 2>&1"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Iterative magnitude pruning of dense model A: one shared chain of levels, one mask per target.
+"""Iterative magnitude pruning of dense model A up to one target sparsity.
 
-Trained levels are cached under <out-dir>/levels, so a rerun (after a crash, or with another
-target sparsity) trains only the levels it does not have yet.
+All targets share one chain of levels: trained levels are cached under <out-dir>/levels, so the
+job for the next target (or a rerun after a crash) trains only the levels not on disk yet.
 """
 
 import dataclasses
@@ -25,8 +25,8 @@ def main() -> None:
     p.add_argument("--dense", required=True, help="trained dense A (final.pt)")
     p.add_argument("--rewind-state", default=None, help="A at the rewind epoch: IMP with rewinding")
     p.add_argument("--prune-rate", type=float, default=0.2, help="fraction of remaining weights pruned per level")
-    p.add_argument("--sparsities", type=float, nargs="+", required=True)
-    p.add_argument("--out-dir", type=Path, required=True, help="writes mask_s<sparsity>.pt, metrics.json")
+    p.add_argument("--sparsity", type=float, required=True, help="target sparsity of the mask")
+    p.add_argument("--out-dir", type=Path, required=True, help="writes mask_s<sparsity>.pt, metrics_s<sparsity>.json")
     args = p.parse_args()
 
     rt, device = cli.runtime(args)
@@ -35,9 +35,9 @@ def main() -> None:
     model.load_state_dict(cli.load_model_state(args.dense, args))
     rewind = cli.load_model_state(args.rewind_state, args) if args.rewind_state else None
     cfg = cli.train_config(args)
-    plan = plan_imp(total_count(dense_masks(model)), args.sparsities, args.prune_rate)
+    plan = plan_imp(total_count(dense_masks(model)), [args.sparsity], args.prune_rate)
     # Everything that determines the chain's levels (not the targets: a level does not depend on
-    # them), so cached levels are reused when a target is added and never across recipes.
+    # them), so cached levels are shared by every target's job and never reused across recipes.
     recipe = {"train": dataclasses.asdict(cfg), "prune_rate": args.prune_rate, "seed": args.seed, "amp": args.amp,
               "model": cli.model_meta(args), "dense": state_fingerprint(model.state_dict()),
               "rewind": state_fingerprint(rewind) if rewind is not None else None}
@@ -53,8 +53,10 @@ def main() -> None:
         model, data, plan=plan, train_cfg=cfg, seed=args.seed, fingerprint=fingerprint,
         cache_dir=args.out_dir / "levels", rewind_state=rewind, runtime=rt, on_target=emit, log=cli.log,
     )
-    save_json(args.out_dir / "metrics.json", {**meta, "mode": "rewind" if rewind else "ft",
-                                             "trained_levels": plan.trained_levels, "levels": levels})
+    save_json(args.out_dir / f"metrics_s{args.sparsity:g}.json", {
+        **meta, "mode": "rewind" if rewind else "ft", "sparsity": args.sparsity,
+        "chain_levels": plan.trained_levels, "levels": levels,
+    })
 
 
 if __name__ == "__main__":

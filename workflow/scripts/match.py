@@ -28,6 +28,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="the permutation (perm.pt)")
     args = p.parse_args()
 
+    if args.method == "weight":
+        args.device = "cpu"  # linear assignments on the CPU; no GPU is claimed for it
     _, device = cli.runtime(args)
     data = cli.dataset(args, device)
     models = []
