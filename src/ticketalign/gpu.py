@@ -33,13 +33,20 @@ from pathlib import Path
 
 import torch
 
-from ticketalign.train import resolve_device
-
 LOCK_DIR_ENV = "TICKETALIGN_GPU_LOCK_DIR"
 POLL_SECONDS = 2.0
 #: environment variables that show a batch scheduler started this process
 SCHEDULER_ENV = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
 
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device auto or cpu")
+    return device
 
 @dataclass
 class GpuSlot:

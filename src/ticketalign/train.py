@@ -67,16 +67,6 @@ class Runtime:
     checkpoint_every: int = 5
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is an error, not a fallback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device auto or cpu")
-    return device
-
-
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     """Linear warmup to 1, then cosine decay to exactly 0 at ``total_steps``."""
     if step < warmup_steps:

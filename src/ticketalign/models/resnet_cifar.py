@@ -20,9 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ticketalign.permutation.spec import PermutationSpec
-
-_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
+from ticketalign.permutation.spec import PermutationSpec, batchnorm_axes
 
 
 def _conv_axes(out_group: str | None, in_group: str | None) -> tuple[str | None, ...]:
@@ -30,7 +28,7 @@ def _conv_axes(out_group: str | None, in_group: str | None) -> tuple[str | None,
 
 
 def _bn_axes(prefix: str, group: str) -> list[tuple[str, tuple[str | None, ...]]]:
-    return [(f"{prefix}.{t}", (group,)) for t in _BN_TENSORS]
+    return list(batchnorm_axes(prefix, group).items())
 
 
 class BasicBlock(nn.Module):

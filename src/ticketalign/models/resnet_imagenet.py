@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from ticketalign.models.resnet_cifar import scaled_channels
-from ticketalign.permutation.spec import PermutationSpec
+from ticketalign.permutation.spec import PermutationSpec, batchnorm_axes
 
-_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
@@ -80,8 +79,7 @@ class ResNetImageNet(nn.Module):
             axes[f"{name}.weight"] = (out_group, in_group, None, None)
 
         def bn(name: str, group: str) -> None:
-            for t in _BN_TENSORS:
-                axes[f"{name}.{t}"] = (group,)
+            axes.update(batchnorm_axes(name, group))
 
         stream = "stem"
         sizes[stream] = self.conv1.out_channels

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ticketalign.models.resnet_cifar import scaled_channels
-from ticketalign.permutation.spec import PermutationSpec
+from ticketalign.permutation.spec import PermutationSpec, batchnorm_axes
 
 VGG11_CONFIG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 _INPUT_SIZE = 32
@@ -63,8 +63,7 @@ class VGG(nn.Module):
                     axes[f"{name}.bias"] = (group,)
                 previous = group
             elif isinstance(module, nn.BatchNorm2d):
-                for t in ("weight", "bias", "running_mean", "running_var"):
-                    axes[f"{name}.{t}"] = (previous,)
+                axes.update(batchnorm_axes(name, previous))
             elif isinstance(module, nn.ReLU) and previous is not None:
                 points.setdefault(previous, []).append(name)
         axes["classifier.weight"] = (None, previous)

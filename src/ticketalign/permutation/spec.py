@@ -24,6 +24,14 @@ import torch
 
 Permutation = dict[str, torch.Tensor]
 
+#: a BatchNorm layer's tensors that carry its channels: all four move with a permutation
+BATCHNORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+def batchnorm_axes(prefix: str, group: str) -> dict[str, tuple[str]]:
+    """The ``axes_to_perm`` entries of BatchNorm layer ``prefix`` whose channels are ``group``."""
+    return {f"{prefix}.{t}": (group,) for t in BATCHNORM_TENSORS}
+
 
 @dataclass(frozen=True)
 class PermutationSpec:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
-from ticketalign.permutation.spec import PermutationSpec
+from ticketalign.permutation.spec import BATCHNORM_TENSORS, PermutationSpec
 
 __all__ = [
     "UnsupportedOperationError",
@@ -377,7 +377,7 @@ class _Deriver:
         if isinstance(mod, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
             x = self.tensor_input(node)
             space = self.passthrough(node, x)
-            for param in ("weight", "bias", "running_mean", "running_var"):
+            for param in BATCHNORM_TENSORS:
                 self.bind(node, owner, param, (space,))
             return space
         if isinstance(mod, nn.GroupNorm):
