@@ -336,3 +336,21 @@ def test_spec_differences_detect_wrong_specs():
     unpermuted["layers.1.bias"] = (None,)
     diffs = spec_differences(spec, PermutationSpec(unpermuted, dict(spec.group_sizes)))
     assert any("layers.1.bias axis 0" in d for d in diffs)
+
+
+def test_registry_traces_a_model_without_a_hand_written_spec():
+    from ticketalign.models import permutation_spec
+
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.act = nn.Linear(6, 9), nn.Linear(9, 3), nn.ReLU()
+
+        def forward(self, x):
+            return self.fc2(self.act(self.fc1(x)))
+
+    spec = permutation_spec(Plain(), (6,))
+    assert spec.axes_to_perm["fc1.weight"][0] == spec.axes_to_perm["fc2.weight"][1] is not None
+    assert list(spec.group_sizes.values()) == [9]
+    with pytest.raises(TypeError, match="no permutation_spec"):
+        permutation_spec(Plain())

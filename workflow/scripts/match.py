@@ -37,7 +37,7 @@ def main() -> None:
         m = cli.model(args, data).to(device)
         m.load_state_dict(cli.load_model_state(path, args))
         models.append(m)
-    spec = permutation_spec(models[0])
+    spec = permutation_spec(models[0], data.input_shape)
     if args.method == "weight":
         params = [{n: t.detach() for n, t in m.named_parameters()} for m in models]
         perm, history = weight_matching(spec, *params, max_sweeps=args.max_sweeps, tol=args.tol, seed=args.seed,

@@ -48,10 +48,20 @@ def build_model(
     return MODELS[name](input_shape=input_shape, num_classes=num_classes, width=width, **options)
 
 
-def permutation_spec(model: nn.Module) -> PermutationSpec:
-    """The model's hand-written symmetry, checked against its state dict."""
-    if not hasattr(model, "permutation_spec"):
-        raise TypeError(f"{type(model).__name__} declares no permutation_spec()")
-    spec = model.permutation_spec()
+def permutation_spec(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> PermutationSpec:
+    """The model's symmetry, checked against its state dict.
+
+    A model that declares ``permutation_spec()`` (every model here) uses its hand-written spec.
+    Any other model (one you registered yourself) gets the spec derived by tracing its graph on a
+    zero input of ``input_shape``; tracing refuses, naming the operation, what it cannot handle.
+    """
+    if hasattr(model, "permutation_spec"):
+        spec = model.permutation_spec()
+    elif input_shape is not None:
+        from ticketalign.permutation.trace import derive_permutation_spec
+
+        spec = derive_permutation_spec(model, torch.zeros(2, *input_shape))
+    else:
+        raise TypeError(f"{type(model).__name__} declares no permutation_spec() and no input shape to trace with")
     spec.check(model.state_dict())
     return spec
