@@ -159,6 +159,19 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     for i, pair in enumerate(cfg["seed_pairs"]):
         if pair[0] == pair[1]:
             raise ConfigError(f"config: 'seed_pairs[{i}]' is {pair}; seeds of A and B must differ")
+    for key, block in (("dense", cfg["dense"]), ("imp.train", cfg["imp"]["train"])):
+        if block["warmup_epochs"] > block["epochs"]:
+            raise ConfigError(
+                f"config: '{key}.warmup_epochs' is {block['warmup_epochs']}; allowed values: <= {block['epochs']} "
+                f"({key}.epochs)"
+            )
+    ks = list(cfg["rewind_epochs"]) + [k for ks in cfg.get("rewind_epochs_by_width", {}).values() for k in ks]
+    shortest = cfg["sparse"]["train"]["epochs"] - max(ks)  # a run from k trains epochs - k
+    if cfg["sparse"]["train"]["warmup_epochs"] > shortest:
+        raise ConfigError(
+            f"config: 'sparse.train.warmup_epochs' is {cfg['sparse']['train']['warmup_epochs']}; allowed values: "
+            f"<= {shortest} (the shortest sparse run, from the largest rewind epoch)"
+        )
 
 
 def _rewinds_by_width(cfg: Mapping[str, Any]) -> dict[str, list[int]]:
