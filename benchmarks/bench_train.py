@@ -155,7 +155,7 @@ def time_bare_loop(case: Case, device: torch.device, amp: bool = False, channels
 
 def compare(cases: list[Case], device: torch.device, repeats: int) -> list[tuple[str, float, float]]:
     cuda = device.type == "cuda"
-    runtime = Runtime(device=str(device), amp=cuda, channels_last=cuda, eval_every=NO_EVAL)
+    runtime = Runtime(amp=cuda, channels_last=cuda, eval_every=NO_EVAL)
     rows = []
     for case in cases:
         ours, bare = [], []
@@ -233,7 +233,7 @@ def resident_epoch_time(data: InMemoryDataset, device: torch.device, batch_size:
     """Seconds per epoch (after one warmup epoch) of ticketalign.train.train, data on the device."""
     cuda = device.type == "cuda"
     model = build_model("resnet20", (3, 32, 32), 10, seed=0).to(device)
-    runtime = Runtime(device=str(device), amp=cuda, channels_last=cuda, eval_every=NO_EVAL)
+    runtime = Runtime(amp=cuda, channels_last=cuda, eval_every=NO_EVAL)
     cfg = TrainConfig(epochs=1 + epochs, lr=0.05, batch_size=batch_size)
     times = []
     t_last = [0.0]
@@ -269,7 +269,7 @@ def loader_comparison(device: torch.device, n_train: int, batch_size: int, worke
 
 def profile_train(case: Case, device: torch.device) -> None:
     """Where train() spends its time on this case: cProfile by function, then torch ops."""
-    runtime = Runtime(device=str(device), eval_every=NO_EVAL)
+    runtime = Runtime(eval_every=NO_EVAL)
     model = case.make_model().to(device)
     cfg = TrainConfig(epochs=1 + case.timed_epochs, lr=0.05, batch_size=case.batch_size)
     prof = cProfile.Profile()

@@ -68,7 +68,7 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     """Runtime flags; their defaults come from $TICKETALIGN_RUNTIME (JSON), which the workflow sets
     from the config's ``runtime`` section so that changing it never looks like a new result."""
     env = json.loads(os.environ.get("TICKETALIGN_RUNTIME", "{}"))
-    d = {**dataclasses.asdict(Runtime(device="auto")), "threads": 1, **env}
+    d = {**dataclasses.asdict(Runtime()), "device": "auto", "threads": 1, **env}
     g = p.add_argument_group("runtime (how to run, not what to compute; defaults from $TICKETALIGN_RUNTIME)")
     g.add_argument("--device", default=d["device"], help="auto (CUDA when present), cpu, cuda, cuda:N")
     g.add_argument("--threads", type=int, default=d["threads"], help="CPU threads for torch")
@@ -99,7 +99,6 @@ def runtime(args: argparse.Namespace) -> tuple[Runtime, torch.device]:
     torch.set_num_threads(max(1, args.threads))
     device = select_device(args.device, log=log)  # on a multi-GPU machine: a free GPU, claimed
     rt = Runtime(
-        device=str(device),
         amp=args.amp,
         channels_last=args.channels_last,
         compile=args.compile,

@@ -147,44 +147,38 @@ def run_imp(
     masks = dense_masks(model)
     if total_count(masks) != plan.total:
         raise ValueError(f"plan is for {plan.total} prunable weights, model has {total_count(masks)}")
-    by_base: dict[int, list[float]] = {}
-    for t, (base, _) in plan.targets.items():
-        by_base.setdefault(base, []).append(t)
-    levels: list[dict[str, Any]] = []
-    for level in range(plan.trained_levels + 1):
-        if level > 0:
-            path = cache_dir / f"level{level}.pt"
+    expect = {"fingerprint": fingerprint}
+    level, levels = 0, []  # the chain's current level and the metrics of levels 1..level
+    for t in sorted(plan.targets, key=lambda t: plan.targets[t][0]):
+        base, keep = plan.targets[t]
+        # jump to the deepest level on disk up to base: only that one is read, however long the chain
+        for cached_level in range(base, level, -1):
             try:
-                cached, _ = load_artifact(path, "imp_level", expect={"fingerprint": fingerprint, "level": level})
-                model.load_state_dict(cached["state"])
-                masks, metrics = cached["masks"], cached["metrics"]
-                if log:
-                    log(f"level {level}: loaded from {path}")
+                path = cache_dir / f"level{cached_level}.pt"
+                cached, _ = load_artifact(path, "imp_level", expect={**expect, "level": cached_level})
             except ArtifactError:
-                masks = magnitude_prune(dict(model.named_parameters()), masks, plan.keep[level])
-                if rewind_state is not None:
-                    model.load_state_dict(rewind_state)
-                apply_masks(model, masks)
-                if log:
-                    log(f"level {level}: sparsity {sparsity(masks):.4f}, training {train_cfg.epochs} epochs")
-                result = train(
-                    model,
-                    data,
-                    train_cfg,
-                    seed=derive_seed(seed, level),
-                    runtime=runtime,
-                    masks=masks,
-                    checkpoint=cache_dir / f"level{level}.ckpt",
-                    log=log,
-                )
-                metrics = {"level": level, "sparsity": sparsity(masks), **result.final}
-                save_artifact(path, "imp_level", {"state": model.state_dict(), "masks": masks, "metrics": metrics},
-                              fingerprint=fingerprint, level=level)
-                (cache_dir / f"level{level}.ckpt").unlink(missing_ok=True)
-            levels.append(metrics)
-        for t in sorted(by_base.get(level, [])):
-            target_masks = magnitude_prune(dict(model.named_parameters()), masks, plan.targets[t][1])
-            on_target(t, target_masks)
+                continue
+            model.load_state_dict(cached["state"])
+            masks, levels, level = cached["masks"], cached["levels"], cached_level
+            if log:
+                log(f"levels 1-{level}: loaded from {path}")
+            break
+        while level < base:
+            level += 1
+            masks = magnitude_prune(dict(model.named_parameters()), masks, plan.keep[level])
+            if rewind_state is not None:
+                model.load_state_dict(rewind_state)
+            apply_masks(model, masks)
+            if log:
+                log(f"level {level}: sparsity {sparsity(masks):.4f}, training {train_cfg.epochs} epochs")
+            ckpt = cache_dir / f"level{level}.ckpt"
+            result = train(model, data, train_cfg, seed=derive_seed(seed, level), runtime=runtime, masks=masks,
+                           checkpoint=ckpt, log=log)
+            levels = levels + [{"level": level, "sparsity": sparsity(masks), **result.final}]
+            save_artifact(cache_dir / f"level{level}.pt", "imp_level",
+                          {"state": model.state_dict(), "masks": masks, "levels": levels}, **expect, level=level)
+            ckpt.unlink(missing_ok=True)
+        on_target(t, magnitude_prune(dict(model.named_parameters()), masks, keep))
     return levels
 
 

@@ -57,9 +57,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Runtime:
-    """How to run (not what to compute): device and speed options that do not change the math."""
+    """How to run (not what to compute): speed and bookkeeping options; the device is the model's."""
 
-    device: str = "cpu"
     amp: bool = True  # bf16 autocast, CUDA only
     channels_last: bool = True  # CUDA only, conv nets
     compile: bool = False
