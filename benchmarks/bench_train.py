@@ -22,6 +22,7 @@ CPU with a small set, to exercise it where there is no GPU.
 
   python benchmarks/bench_train.py                 # the table; about 3 minutes on 2 CPU cores
   python benchmarks/bench_train.py --profile       # + where train() spends its time (ResNet20)
+  python benchmarks/bench_train.py --device cuda --recipes   # + fp32/bf16, eager/compile, ResNet20 x1 and x4
 """
 
 from __future__ import annotations
@@ -264,6 +265,37 @@ def loader_comparison(device: torch.device, n_train: int, batch_size: int, worke
         print(f"  {label:44s}{t:8.2f} s   ({t / resident:.2f}x resident)")
 
 
+def recipe_epoch_rate(data: InMemoryDataset, device: torch.device, width: float, runtime: Runtime,
+                      batch_size: int, epochs: int = 2) -> float:
+    """Samples/s of train() on ResNet20 at ``width`` under ``runtime``, after one warmup epoch
+    (the warmup also absorbs torch.compile's first compilation)."""
+    model = build_model("resnet20", (3, 32, 32), 10, width=width, seed=0).to(device)
+    cfg = TrainConfig(epochs=1 + epochs, lr=0.05, batch_size=batch_size)
+    result = train(model, data, cfg, seed=0, runtime=runtime, log=None)
+    timed = result.history[1:]
+    return data.num_train * len(timed) / sum(data.num_train / row["samples_per_s"] for row in timed)
+
+
+def recipe_matrix(device: torch.device, widths: list[float], n_train: int, batch_size: int,
+                  compile_too: bool) -> list[tuple[str, float]]:
+    """fp32 vs bf16 autocast, eager vs torch.compile, for each ResNet20 width (data resident)."""
+    data = cifar_shaped(n_train, 256, device)
+    cuda = device.type == "cuda"
+    recipes = [("fp32 eager", Runtime(amp=False, channels_last=cuda, eval_every=NO_EVAL)),
+               ("bf16 eager", Runtime(amp=True, channels_last=cuda, eval_every=NO_EVAL))]
+    if compile_too:
+        recipes.append(("bf16 compile", Runtime(amp=True, channels_last=cuda, compile=True, eval_every=NO_EVAL)))
+    rows = []
+    for width in widths:
+        for label, runtime in recipes:
+            t0 = time.perf_counter()
+            rate = recipe_epoch_rate(data, device, width, runtime, batch_size)
+            name = f"resnet20-x{width:g} {label}"
+            rows.append((name, rate))
+            print(f"  {name}: {rate:,.0f} samples/s ({time.perf_counter() - t0:.0f} s incl. warmup)", flush=True)
+    return rows
+
+
 # ------------------------------------------------------------------------------------------
 
 
@@ -302,6 +334,12 @@ def main() -> None:
     p.add_argument("--loader-check", action="store_true",
                    help="run the DataLoader comparison even without CUDA (small set, on the CPU)")
     p.add_argument("--workers", type=int, nargs="+", default=[4, 8], help="DataLoader workers to try (CUDA)")
+    p.add_argument("--recipes", action="store_true",
+                   help="fp32 vs bf16, eager vs compile, ResNet20 at --recipe-widths (data resident)")
+    p.add_argument("--recipe-widths", type=float, nargs="+", default=[1, 4])
+    p.add_argument("--recipe-images", type=int, default=50_000, help="training images per recipe epoch")
+    p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of --recipes")
+    p.add_argument("--no-loader", action="store_true", help="skip the GPU-resident vs DataLoader comparison")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -325,7 +363,15 @@ def main() -> None:
     for name, ours, bare in rows:
         print(f"| {name} | {device} | {ours:,.0f} | {bare:,.0f} | {ours / bare:.3f} |")
 
-    if device.type == "cuda":
+    if args.recipes:
+        print(f"\nrecipes, {device}: samples/s of train() over {args.recipe_images:,} images, batch {bs}")
+        recipe_rows = recipe_matrix(device, args.recipe_widths, args.recipe_images, bs, not args.no_compile)
+        print("\n| case | device | samples/s |\n|---|---|---|")
+        for name, rate in recipe_rows:
+            print(f"| {name} | {device} | {rate:,.0f} |")
+    if args.no_loader:
+        pass
+    elif device.type == "cuda":
         loader_comparison(device, 50_000, bs, args.workers)
     elif args.loader_check:
         loader_comparison(device, 2_048, bs, [0, 2])

@@ -98,6 +98,7 @@ def runtime(args: argparse.Namespace) -> tuple[Runtime, torch.device]:
     """Apply thread settings and resolve the device; returns the Runtime for train()."""
     torch.set_num_threads(max(1, args.threads))
     device = select_device(args.device, log=log)  # on a multi-GPU machine: a free GPU, claimed
+    log(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
     rt = Runtime(
         amp=args.amp,
         channels_last=args.channels_last,
