@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
-from ticketalign.data import InMemoryDataset, derive_seed
+from ticketalign.data import InMemoryDataset
+from ticketalign.seeding import derive_seed
 from ticketalign.train import Masks, Runtime, TrainConfig, apply_masks, train
 
 EXCLUDED_PARTS = ("shortcut", "downsample")
