@@ -368,3 +368,10 @@ def test_imagenet_missing_or_mismatched(tmp_path):
         load_dataset("imagenet", root=tmp_path, num_workers=0)
     assert str(tmp_path / "val") in str(err.value)
 
+
+def test_both_dataset_kinds_satisfy_the_protocol(tmp_path, digits):
+    _write_image_folder(tmp_path)
+    imagenet = load_dataset("imagenet", root=tmp_path, num_workers=0)
+    for data in (digits, digits.to("cpu"), imagenet, imagenet.to("cpu")):
+        assert isinstance(data, D.Dataset)
+    assert not isinstance(digits.x_train, D.Dataset)
