@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from dataset_files import idx_bytes, write_cifar, write_idx_set
 
 from ticketalign import data as D
-from ticketalign.data import DatasetError, InMemoryDataset, load_dataset
+from ticketalign.data import DatasetError, InMemoryDataset, cifar, idx, load_dataset
+from ticketalign.seeding import derive_seed
 
 
 def _unnormalize(x, mean, std):
@@ -84,7 +85,7 @@ def test_download_goes_through_torchvision_only_when_asked(tmp_path, monkeypatch
         calls.append((cls_name, root))
         write_cifar(root, "cifar100")
 
-    monkeypatch.setattr(D, "_torchvision_download", fake_download)
+    monkeypatch.setattr(cifar, "torchvision_download", fake_download)
     with pytest.raises(DatasetError):
         load_dataset("cifar100", root=tmp_path, download=False)
     assert not calls
@@ -135,7 +136,7 @@ def test_idx_layouts_round_trip(tmp_path, name, subdir, gz, mean, std):
     torch.testing.assert_close(x, (data.x_test.float() / 255 - mean) / std)
     # no augmentation: training batches are exactly the stored images, in a seeded order
     xs, ys = zip(*data.train_batches(5, seed=1, epoch=0))
-    order = torch.randperm(data.num_train, generator=torch.Generator().manual_seed(D.derive_seed(1, 0)))
+    order = torch.randperm(data.num_train, generator=torch.Generator().manual_seed(derive_seed(1, 0)))
     torch.testing.assert_close(torch.cat(xs), (data.x_train[order].float() / 255 - mean) / std)
     assert torch.equal(torch.cat(ys), data.y_train[order])
 
@@ -143,13 +144,13 @@ def test_idx_layouts_round_trip(tmp_path, name, subdir, gz, mean, std):
 def test_fashion_mnist_falls_back_to_the_debian_path(tmp_path, monkeypatch):
     debian = tmp_path / "usr_share_datasets_fashion-mnist"
     arrays = write_idx_set(debian, n_train=7)
-    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST", debian)
+    monkeypatch.setattr(idx, "DEBIAN_FASHION_MNIST", debian)
     data = load_dataset("fashion_mnist", root=tmp_path / "empty")
     np.testing.assert_array_equal(data.y_train.numpy(), arrays["train-labels-idx1-ubyte"])
     with pytest.raises(DatasetError, match="MNIST not found") as err:  # mnist has no fallback
         load_dataset("mnist", root=tmp_path / "empty")
     assert str(tmp_path / "empty" / "MNIST" / "raw") in str(err.value)
-    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setattr(idx, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist") as err:
         load_dataset("fashion_mnist", root=tmp_path / "empty")
     assert str(tmp_path / "nowhere") in str(err.value)
@@ -366,3 +367,11 @@ def test_imagenet_missing_or_mismatched(tmp_path):
     with pytest.raises(DatasetError, match="incomplete") as err:
         load_dataset("imagenet", root=tmp_path, num_workers=0)
     assert str(tmp_path / "val") in str(err.value)
+
+
+def test_both_dataset_kinds_satisfy_the_protocol(tmp_path, digits):
+    _write_image_folder(tmp_path)
+    imagenet = load_dataset("imagenet", root=tmp_path, num_workers=0)
+    for data in (digits, digits.to("cpu"), imagenet, imagenet.to("cpu")):
+        assert isinstance(data, D.Dataset)
+    assert not isinstance(digits.x_train, D.Dataset)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ticketalign.artifacts import load_artifact
-from ticketalign.data import InMemoryDataset, load_dataset
+from ticketalign.data import Dataset, load_dataset
 from ticketalign.gpu import select_device
 from ticketalign.models import build_model
 from ticketalign.train import Runtime, TrainConfig
@@ -109,11 +109,11 @@ def runtime(args: argparse.Namespace) -> tuple[Runtime, torch.device]:
     return rt, device
 
 
-def dataset(args: argparse.Namespace, device: torch.device) -> InMemoryDataset:
+def dataset(args: argparse.Namespace, device: torch.device) -> Dataset:
     return load_dataset(args.dataset, root=args.data_root, download=args.download).to(device)
 
 
-def model(args: argparse.Namespace, data: InMemoryDataset, seed: int | None = None) -> torch.nn.Module:
+def model(args: argparse.Namespace, data: Dataset, seed: int | None = None) -> torch.nn.Module:
     return build_model(
         args.model, data.input_shape, data.num_classes, width=args.width, seed=seed, **args.model_options
     )

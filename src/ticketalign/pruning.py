@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
-from ticketalign.data import InMemoryDataset, derive_seed
+from ticketalign.data import Dataset
+from ticketalign.seeding import derive_seed
 from ticketalign.train import Masks, Runtime, TrainConfig, apply_masks, train
 
 EXCLUDED_PARTS = ("shortcut", "downsample")
@@ -124,7 +125,7 @@ def plan_imp(total: int, targets: list[float], rate: float = 0.2) -> ImpPlan:
 
 def run_imp(
     model: nn.Module,
-    data: InMemoryDataset,
+    data: Dataset,
     *,
     plan: ImpPlan,
     train_cfg: TrainConfig,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
-from ticketalign.data import InMemoryDataset
+from ticketalign.data import Dataset
 
 Masks = dict[str, torch.Tensor]
 
@@ -85,7 +85,7 @@ def apply_masks(model: nn.Module, masks: Masks | None) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: InMemoryDataset, batch_size: int = 1024, amp: bool = False) -> dict[str, float]:
+def evaluate(model: nn.Module, data: Dataset, batch_size: int = 1024, amp: bool = False) -> dict[str, float]:
     """Test accuracy (%) and mean cross-entropy over the whole test split."""
     was_training = model.training
     model.eval()
@@ -152,7 +152,7 @@ class TrainResult:
 
 def train(
     model: nn.Module,
-    data: InMemoryDataset,
+    data: Dataset,
     cfg: TrainConfig,
     *,
     seed: int,

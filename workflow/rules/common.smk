@@ -36,8 +36,8 @@ def lib(*parts):
 
 
 # what each stage computes with; the scripts themselves are inputs of their rules too
-COMMON_CODE = lib("artifacts.py", "cli.py", "data.py", "models")
-TRAIN_CODE = lib("artifacts.py", "cli.py", "data.py", "models", "train.py")
+COMMON_CODE = lib("artifacts.py", "cli.py", "data", "models", "seeding.py")
+TRAIN_CODE = lib("artifacts.py", "cli.py", "data", "models", "seeding.py", "train.py")
 # software of every rule under --use-conda (the project itself comes from src/, see scripts)
 CONDA_ENV = "../envs/ticketalign.yaml"
 RUNTIME = config["runtime"]

@@ -1,0 +1,187 @@
+"""ImageNet: ImageFolder trees streamed through DataLoader workers.
+
+ImageNet does not fit in memory, so unlike :mod:`ticketalign.data.memory` its JPEGs are
+decoded and cropped by worker processes, and only normalization happens on the device.
+Augmentation is seeded per sample, so batches stay a pure function of ``(seed, epoch)``
+whatever the number of workers. torchvision is imported only when ImageNet is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from ticketalign.data.files import DatasetError, resolve_root
+from ticketalign.data.memory import Batch, channel_stats
+from ticketalign.seeding import derive_seed
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_num_workers() -> int:
+    """DataLoader worker processes: one per available core, at most 16."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(16, cores))
+
+
+class _SeededSamples:
+    """Map-style dataset over keys ``(index, seed)``: image ``index`` transformed under RNG ``seed``.
+
+    Seeding torch's RNG per sample makes the random transforms a function of the key alone, so
+    the augmentation does not depend on the number of workers or on which worker decodes a
+    sample; the caller's RNG state is restored afterwards (it matters when there are no workers).
+    """
+
+    def __init__(self, folder: Any, transform: Callable[[Any], torch.Tensor]):
+        self.folder, self.transform = folder, transform
+
+    def __len__(self) -> int:
+        return len(self.folder.samples)
+
+    def __getitem__(self, key: tuple[int, int | None]) -> tuple[torch.Tensor, int]:
+        index, seed = key
+        path, label = self.folder.samples[index]
+        image = self.folder.loader(path)
+        if seed is None:
+            return self.transform(image), label
+        state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            return self.transform(image), label
+        finally:
+            torch.set_rng_state(state)
+
+
+@dataclass(frozen=True)
+class ImageFolderDataset:
+    """A dataset of image folders (ImageNet) streamed through a DataLoader; a
+    :class:`~ticketalign.data.Dataset`, like :class:`~ticketalign.data.memory.InMemoryDataset`.
+
+    Workers decode and crop to uint8 tensors; batches are moved (from pinned memory when the
+    device is CUDA) to ``device`` and normalized there, so :meth:`to` only records the device.
+    Training: RandomResizedCrop(image_size) + horizontal flip; test: Resize(resize_size) +
+    CenterCrop(image_size). Order and augmentation depend only on ``(seed, epoch)``.
+    """
+
+    name: str
+    train_folder: Any  # torchvision.datasets.ImageFolder
+    test_folder: Any
+    num_classes: int
+    classes: tuple[str, ...]
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    image_size: int = 224
+    resize_size: int = 256
+    num_workers: int = field(default_factory=default_num_workers)
+    augment: bool = True
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (3, self.image_size, self.image_size)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_folder.samples)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_folder.samples)
+
+    @cached_property
+    def y_train(self) -> torch.Tensor:
+        return torch.tensor(self.train_folder.targets, dtype=torch.int64)
+
+    @cached_property
+    def y_test(self) -> torch.Tensor:
+        return torch.tensor(self.test_folder.targets, dtype=torch.int64)
+
+    def to(self, device: torch.device | str) -> ImageFolderDataset:
+        return replace(self, device=torch.device(device))
+
+    def _transform(self, train: bool) -> Callable[[Any], torch.Tensor]:
+        from torchvision import transforms  # already imported by load_imagenet
+
+        if train:
+            ops = [transforms.RandomResizedCrop(self.image_size), transforms.RandomHorizontalFlip()]
+        else:
+            ops = [transforms.Resize(self.resize_size), transforms.CenterCrop(self.image_size)]
+        return transforms.Compose([*ops, transforms.PILToTensor()])
+
+    def _batches(self, folder: Any, train: bool, keys: list, batch_size: int, seed: int) -> Iterator[Batch]:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            _SeededSamples(folder, self._transform(train)),
+            batch_size=batch_size,
+            sampler=keys,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed),  # leaves torch's global RNG alone
+        )
+        mean = channel_stats(self.mean).to(self.device)
+        std = channel_stats(self.std).to(self.device)
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True).float().div_(255).sub_(mean).div_(std)
+            yield x, y.to(self.device, non_blocking=True)
+
+    def train_batches(
+        self, batch_size: int, seed: int, epoch: int, shuffle: bool = True, augment: bool | None = None
+    ) -> Iterator[Batch]:
+        """One epoch of training batches; order and augmentation depend only on ``(seed, epoch)``."""
+        augment = self.augment if augment is None else augment
+        gen = torch.Generator().manual_seed(derive_seed(seed, epoch))
+        n = self.num_train
+        order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+        if augment:
+            keys = list(zip(order.tolist(), torch.randint(0, 2**62, (n,), generator=gen).tolist()))
+        else:
+            keys = [(i, None) for i in order.tolist()]
+        return self._batches(self.train_folder, augment, keys, batch_size, derive_seed(seed, epoch, 1))
+
+    def test_batches(self, batch_size: int) -> Iterator[Batch]:
+        keys = [(i, None) for i in range(self.num_test)]
+        return self._batches(self.test_folder, False, keys, batch_size, 0)
+
+
+def load_imagenet(
+    root: str | os.PathLike | None = None, download: bool = False, num_workers: int | None = None
+) -> ImageFolderDataset:
+    """ImageNet-1k as ``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*.JPEG``."""
+    root = resolve_root(root)
+    how = (f"ImageNet cannot be downloaded automatically{' (dataset.download is ignored)' if download else ''}: "
+           f"get it from https://image-net.org and extract it so that {root}/train/<wnid>/*.JPEG and "
+           f"{root}/val/<wnid>/*.JPEG exist (the validation images sorted into class folders)")
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise DatasetError(f"ImageNet not found: {root / split} does not exist. {how}")
+    from torchvision.datasets import ImageFolder  # deferred on purpose: ~2 s per process
+
+    folders = {}
+    for split in ("train", "val"):
+        try:
+            folders[split] = ImageFolder(str(root / split))
+        except (FileNotFoundError, OSError) as err:
+            raise DatasetError(f"ImageNet at {root / split} is incomplete: {err}. {how}") from err
+    if folders["train"].classes != folders["val"].classes:
+        only_train = sorted(set(folders["train"].classes) - set(folders["val"].classes))
+        only_val = sorted(set(folders["val"].classes) - set(folders["train"].classes))
+        raise DatasetError(f"ImageNet class folders differ between {root / 'train'} and {root / 'val'} "
+                           f"(only in train: {only_train[:5]}, only in val: {only_val[:5]}); labels would not match")
+    return ImageFolderDataset(
+        name="imagenet",
+        train_folder=folders["train"],
+        test_folder=folders["val"],
+        num_classes=len(folders["train"].classes),
+        classes=tuple(folders["train"].classes),
+        **({} if num_workers is None else {"num_workers": num_workers}),
+    )
