@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from ticketalign.models.spec_builders import SpecBuilder
 from ticketalign.permutation.spec import PermutationSpec
 
 
@@ -33,15 +34,12 @@ class MLP(nn.Module):
 
     def permutation_spec(self) -> PermutationSpec:
         depth = len(self.acts)
-        axes: dict[str, tuple[str | None, ...]] = {}
+        b = SpecBuilder()
+        for i in range(depth):
+            b.group(f"P{i}", self.layers[i].out_features, [f"acts.{i}"])
         for i in range(len(self.layers)):
-            p_out = f"P{i}" if i < depth else None
-            p_in = f"P{i - 1}" if i > 0 else None
-            axes[f"layers.{i}.weight"] = (p_out, p_in)
-            axes[f"layers.{i}.bias"] = (p_out,)
-        sizes = {f"P{i}": self.layers[i].out_features for i in range(depth)}
-        points = {f"P{i}": [f"acts.{i}"] for i in range(depth)}
-        return PermutationSpec(axes, sizes, points)
+            b.linear(f"layers.{i}", f"P{i}" if i < depth else None, f"P{i - 1}" if i > 0 else None)
+        return b.build()
 
 
 def build_mlp(
