@@ -77,25 +77,36 @@ class PermutationSpec:
 
     def check(self, state: Mapping[str, torch.Tensor]) -> None:
         """Raise ValueError if the spec does not fit ``state`` (missing keys, wrong sizes)."""
-        for name, axes in self.axes_to_perm.items():
+        for name in self.axes_to_perm:
             if name not in state:
                 raise ValueError(f"permutation spec names tensor {name!r}, absent from the model")
-            shape = tuple(state[name].shape)
-            if len(axes) != len(shape):
-                raise ValueError(f"spec for {name!r} has {len(axes)} axes, tensor has shape {shape}")
-            for axis, p in enumerate(axes):
-                if p is None:
-                    continue
-                if p not in self.group_sizes:
-                    raise ValueError(f"spec for {name!r} uses undeclared group {p!r}")
-                if shape[axis] != self.group_sizes[p]:
-                    raise ValueError(
-                        f"group {p!r} has {self.group_sizes[p]} units but {name!r} axis {axis} "
-                        f"has {shape[axis]}"
-                    )
+            self.check_tensor(name, tuple(state[name].shape))
         unused = [p for p, axes in self.perm_to_axes.items() if not axes]
         if unused:
             raise ValueError(f"permutation groups {unused} act on no tensor")
+
+    def check_tensor(self, name: str, shape: tuple[int, ...]) -> None:
+        """Raise ValueError if tensor ``name`` of ``shape`` does not fit its entry (number of axes,
+        group sizes)."""
+        axes = self.axes_to_perm[name]
+        if len(axes) != len(shape):
+            raise ValueError(f"spec for {name!r} has {len(axes)} axes, tensor has shape {shape}")
+        for axis, p in enumerate(axes):
+            if p is None:
+                continue
+            if p not in self.group_sizes:
+                raise ValueError(f"spec for {name!r} uses undeclared group {p!r}")
+            if shape[axis] != self.group_sizes[p]:
+                raise ValueError(
+                    f"group {p!r} has {self.group_sizes[p]} units but {name!r} axis {axis} "
+                    f"has {shape[axis]}"
+                )
+
+    def describe(self) -> str:
+        """A one-line summary naming the spec's groups, for error messages."""
+        groups = list(self.group_sizes)
+        shown = ", ".join(groups[:6]) + (f", ... ({len(groups)} in all)" if len(groups) > 6 else "")
+        return f"the permutation spec of {len(self.axes_to_perm)} tensors and groups {shown}"
 
 
 def identity_permutation(spec: PermutationSpec) -> Permutation:
@@ -133,13 +144,25 @@ def permute_tensor(
 
 
 def apply_permutation(
-    spec: PermutationSpec, perm: Permutation, state: Mapping[str, torch.Tensor]
+    spec: PermutationSpec, perm: Permutation, state: Mapping[str, torch.Tensor], *, strict: bool = False
 ) -> dict[str, torch.Tensor]:
     """Permute a state dict, or any name->tensor dict keyed like one (e.g. a mask dict).
 
     Tensors the spec does not mention (e.g. ``num_batches_tracked``, input-layer biases of
     un-permuted axes) are returned unchanged. Every permuted tensor is a new tensor.
+    ``strict=True`` (for dicts whose every tensor must move with the units, e.g. a mask) raises
+    ValueError naming every tensor the spec does not know instead, and any tensor whose shape
+    does not fit its spec entry.
     """
+    if strict:
+        unknown = sorted(set(state) - set(spec.axes_to_perm))
+        if unknown:
+            raise ValueError(
+                f"tensors {unknown} are not in {spec.describe()}; they would stay unpermuted "
+                "(was the spec made for another model?)"
+            )
+        for name, t in state.items():
+            spec.check_tensor(name, tuple(t.shape))
     missing = set(spec.group_sizes) - set(perm)
     if missing:
         raise ValueError(f"permutation lacks groups {sorted(missing)}")
