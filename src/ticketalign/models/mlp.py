@@ -2,7 +2,8 @@
 
 Hidden layer ``i`` has ``round(hidden * width)`` units; every hidden layer's units can be
 permuted freely (group ``P{i}``), which permutes rows of ``layers.{i}`` and columns of
-``layers.{i+1}``. Each ReLU is its own module so activation matching can hook it.
+``layers.{i+1}``. Each ReLU is its own module so activation matching can hook it. Every layer's
+weight is prunable.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class MLP(nn.Module):
             b.linear(f"layers.{i}", f"P{i}" if i < depth else None, f"P{i - 1}" if i > 0 else None)
         return b.build()
 
+    def prunable_names(self) -> list[str]:
+        """Every layer's weight, the classifier's included (biases are never pruned)."""
+        return [f"layers.{i}.weight" for i in range(len(self.layers))]
 
 def build_mlp(
     input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, hidden: int = 128, depth: int = 2

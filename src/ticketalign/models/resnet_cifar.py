@@ -13,6 +13,8 @@ conv/BN output, the next stage's ``conv1`` and shortcut inputs and, for the last
 classifier input. The stream is observed after every block (``relu2``, after the addition)
 and, in stage 1, after the stem's ``relu``; activation matching sums correlations over all of
 them. Every ReLU is its own module so a forward hook sees exactly one location.
+
+Prunable: the stem conv, every block's two convs and the classifier; never the shortcut convs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ticketalign.models.spec_builders import SpecBuilder, residual_spec
+from ticketalign.models.spec_builders import SpecBuilder, residual_prunable_names, residual_spec
 from ticketalign.permutation.spec import PermutationSpec
 
 
@@ -102,6 +104,9 @@ class ResNetCifar(nn.Module):
 
         return residual_spec(self, self.stage_names, "shortcut", block_spec)
 
+    def prunable_names(self) -> list[str]:
+        """The stem conv, both convs of every block and the classifier; shortcut convs are not pruned."""
+        return residual_prunable_names(self, self.stage_names, ("conv1", "conv2"))
 
 def scaled_channels(base: int, width: float, model: str) -> int:
     """``base * width`` as an int; a ValueError names the model if it is not a positive integer."""

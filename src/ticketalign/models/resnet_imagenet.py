@@ -18,6 +18,8 @@ group per stage ``layer{s}`` (every block's conv3/bn3 output, the ``downsample.0
 block, ``layer{s}.{b}.inner1`` (conv1/bn1 out, conv2 in) and ``layer{s}.{b}.inner2`` (conv2/bn2
 out, conv3 in). Activation points: the stem ``relu``, each block's ``relu1``/``relu2`` for its
 inner groups and every block's ``relu3`` for its stage's stream.
+
+Prunable: the stem conv, every block's three convs and the classifier; never the downsample convs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from ticketalign.models.resnet_cifar import scaled_channels
-from ticketalign.models.spec_builders import SpecBuilder, residual_spec
+from ticketalign.models.spec_builders import SpecBuilder, residual_prunable_names, residual_spec
 from ticketalign.permutation.spec import PermutationSpec
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -83,6 +85,9 @@ class ResNetImageNet(nn.Module):
 
         return residual_spec(self, STAGES, "downsample", block_spec)
 
+    def prunable_names(self) -> list[str]:
+        """The stem conv, the three convs of every block and the classifier; never a downsample conv."""
+        return residual_prunable_names(self, STAGES, ("conv1", "conv2", "conv3"))
 
 def build_resnet50(
     input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, zero_init_residual: bool = False

@@ -1,4 +1,4 @@
-"""Helpers the models use to write their :class:`PermutationSpec`.
+"""Helpers the models use to write their :class:`PermutationSpec` (and a ResNet's prunable weights).
 
 :class:`SpecBuilder` collects a spec entry by entry, one layer at a time: ``conv``/``linear``/
 ``batchnorm`` write the ``axes_to_perm`` entries of a layer given the groups on its output and
@@ -98,3 +98,8 @@ def residual_spec(model: nn.Module, stages: Iterable[str], shortcut: str, block_
     b.linear("fc", None, stream)
     return b.build()
 
+
+def residual_prunable_names(model: nn.Module, stages: Iterable[str], convs: Sequence[str]) -> list[str]:
+    """A ResNet's prunable weights: the stem conv, each block's ``convs`` (not its shortcut), ``fc``."""
+    blocks = [f"{stage}.{i}" for stage in stages for i in range(len(getattr(model, stage)))]
+    return ["conv1.weight", *(f"{block}.{conv}.weight" for block in blocks for conv in convs), "fc.weight"]

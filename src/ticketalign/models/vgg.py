@@ -8,7 +8,7 @@ layers). All layers keep PyTorch's default init.
 
 Symmetry: the output channels of conv ``i`` form group ``conv{i}`` (rows of its weight, its bias,
 its BatchNorm's four tensors, the input axis of the next conv or of the classifier). Each group
-is observed at the ReLU that follows its conv.
+is observed at the ReLU that follows its conv. Every conv's and the classifier's weight is prunable.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ class VGG(nn.Module):
         b.linear("classifier", None, previous)
         return b.build()
 
+    def prunable_names(self) -> list[str]:
+        """Every conv's weight and the classifier's."""
+        convs = [f"features.{i}.weight" for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)]
+        return [*convs, "classifier.weight"]
 
 def _build(input_shape: tuple[int, ...], num_classes: int, width: float, batch_norm: bool) -> VGG:
     model = "vgg11_bn" if batch_norm else "vgg11"
