@@ -43,8 +43,8 @@ from torch import nn
 
 from ticketalign.data import IMAGENET_MEAN, IMAGENET_STD, InMemoryDataset, load_dataset, random_crop_flip
 from ticketalign.gpu import resolve_device
+from ticketalign.masks import dense_masks
 from ticketalign.models import build_model
-from ticketalign.pruning import dense_masks
 from ticketalign.train import Runtime, TrainConfig, lr_factor, train
 
 NO_EVAL = 10**9  # train() evaluates only after its last epoch

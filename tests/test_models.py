@@ -311,6 +311,29 @@ def test_permuted_mask_keeps_density_and_commutes_with_masking(name, width):
         assert torch.equal(masked_then_permuted[key], permuted[key] * mask), key
 
 
+def test_strict_permutation_refuses_tensors_the_spec_does_not_know():
+    model = _prepared("resnet20", 1)
+    spec = permutation_spec(model)
+    perm = random_permutation(spec, torch.Generator().manual_seed(7))
+    masks = _random_masks(model)
+    assert apply_permutation(spec, perm, masks, strict=True).keys() == masks.keys()
+    for key, mask in apply_permutation(spec, perm, masks, strict=True).items():
+        assert torch.equal(mask, apply_permutation(spec, perm, masks)[key]), key  # strict changes nothing else
+    # a tensor the spec does not know would silently stay unpermuted: strict mode names it and the spec
+    extra = {**masks, "head.weight": torch.ones(3, 3, dtype=torch.bool), "conv0.weight": masks["conv1.weight"]}
+    assert torch.equal(apply_permutation(spec, perm, extra)["head.weight"], extra["head.weight"])
+    with pytest.raises(ValueError, match=r"\['conv0.weight', 'head.weight'\] are not in the permutation spec of "
+                                         r"\d+ tensors and groups layer1, layer1.0.inner"):
+        apply_permutation(spec, perm, extra, strict=True)
+    # so is a known tensor whose shape does not fit (index_select would silently cut it)
+    wide = {**masks, "fc.weight": torch.ones(NUM_CLASSES, 128, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="group 'layer3' has 64 units but 'fc.weight' axis 1 has 128"):
+        apply_permutation(spec, perm, wide, strict=True)
+    # a state dict is not a strict dict: num_batches_tracked is in no spec
+    with pytest.raises(ValueError, match="num_batches_tracked"):
+        apply_permutation(spec, perm, model.state_dict(), strict=True)
+
+
 def test_invert_and_compose():
     model = _prepared("resnet20", 1)
     spec = permutation_spec(model)

@@ -5,33 +5,10 @@ import copy
 import pytest
 import torch
 
+from ticketalign.masks import dense_masks, kept_count, sparsity, total_count
 from ticketalign.models import build_model
-from ticketalign.pruning import (
-    dense_masks,
-    keep_for_sparsity,
-    kept_count,
-    magnitude_prune,
-    plan_imp,
-    prunable_names,
-    random_masks_like,
-    run_imp,
-    sparsity,
-    total_count,
-)
+from ticketalign.pruning import keep_for_sparsity, magnitude_prune, plan_imp, run_imp
 from ticketalign.train import TrainConfig, train
-
-
-def test_prunable_weights_are_conv_and_linear_weights_except_shortcuts():
-    mlp = build_model("mlp", (64,), 10)
-    assert prunable_names(mlp) == ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
-    resnet = build_model("resnet20", (3, 32, 32), 10)
-    names = prunable_names(resnet)
-    assert not any("shortcut" in n for n in names)
-    assert any("shortcut" in n for n, _ in resnet.named_parameters())
-    convs_and_linears = [n for n, m in resnet.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    assert len(names) == len(convs_and_linears) - sum("shortcut" in n for n in convs_and_linears)
-    assert names[0] == prunable_names(resnet)[0] and names[-1].endswith("weight")  # stem and classifier kept
-    assert all(n.endswith(".weight") for n in names)
 
 
 def test_magnitude_prune_is_global_exact_and_never_revives():
@@ -102,11 +79,3 @@ def test_imp_lands_exactly_on_each_target_with_nested_masks(digits, tmp_path, mo
     lines.clear()
     run_imp(copy.deepcopy(model), digits, **{**kwargs, "fingerprint": "f2"})
     assert sum("training" in line for line in lines) == plan.trained_levels
-
-
-def test_random_masks_keep_each_layers_density():
-    gen = torch.Generator().manual_seed(0)
-    masks = {"a": torch.rand(20, 30, generator=gen) > 0.9, "b": torch.rand(7, generator=gen) > 0.5}
-    rnd = random_masks_like(masks, torch.Generator().manual_seed(1))
-    assert all(int(rnd[n].sum()) == int(masks[n].sum()) for n in masks)
-    assert not torch.equal(rnd["a"], masks["a"])

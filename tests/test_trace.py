@@ -15,14 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ticketalign.models import MODELS, build_model, permutation_spec
-from ticketalign.permutation.spec import PermutationSpec, permute_model, random_permutation
-from ticketalign.permutation.trace import (
-    UnsupportedOperationError,
+from ticketalign.permutation.spec import (
+    PermutationSpec,
     canonical_partition,
-    derive_permutation_spec,
+    permute_model,
+    random_permutation,
     spec_differences,
     specs_equivalent,
 )
+from ticketalign.permutation.trace import UnsupportedOperationError, derive_permutation_spec
 
 NUM_CLASSES = 10
 

@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
+from ticketalign.masks import dense_masks
 from ticketalign.models import build_model
-from ticketalign.pruning import dense_masks
 from ticketalign.train import SGD, Runtime, TrainConfig, lr_factor, train
 
 

@@ -1,8 +1,6 @@
-"""Masks, global magnitude pruning and the IMP chain (IMP-FT and IMP with rewinding).
+"""Global magnitude pruning and the IMP chain (IMP-FT and IMP with rewinding).
 
-Prunable weights: the weight of every Conv2d and Linear (first conv and classifier included),
-except shortcut/downsample convs. Biases and norm parameters are never pruned, and sparsity is
-counted over prunable weights only.
+Which weights are prunable, and how sparsity is counted, is :mod:`ticketalign.masks`'s business.
 
 IMP prunes 20% of the remaining prunable weights per level, by global magnitude (one
 threshold across all tensors). All target sparsities share ONE chain of levels: the mask for
@@ -24,37 +22,9 @@ from torch import nn
 
 from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
 from ticketalign.data import Dataset
+from ticketalign.masks import Masks, apply_masks, dense_masks, kept_count, sparsity, total_count
 from ticketalign.seeding import derive_seed
-from ticketalign.train import Masks, Runtime, TrainConfig, apply_masks, train
-
-EXCLUDED_PARTS = ("shortcut", "downsample")
-
-
-def prunable_names(model: nn.Module) -> list[str]:
-    """Parameter names of the prunable weights, in model order."""
-    names = []
-    for mod_name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and not any(p in mod_name.split(".") for p in EXCLUDED_PARTS):
-            names.append(f"{mod_name}.weight" if mod_name else "weight")
-    return names
-
-
-def dense_masks(model: nn.Module) -> Masks:
-    params = dict(model.named_parameters())
-    return {n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable_names(model)}
-
-
-def kept_count(masks: Mapping[str, torch.Tensor]) -> int:
-    return int(sum(int(m.sum()) for m in masks.values()))
-
-
-def total_count(masks: Mapping[str, torch.Tensor]) -> int:
-    return int(sum(m.numel() for m in masks.values()))
-
-
-def sparsity(masks: Mapping[str, torch.Tensor]) -> float:
-    """Fraction of prunable weights that are pruned."""
-    return 1.0 - kept_count(masks) / total_count(masks)
+from ticketalign.train import Runtime, TrainConfig, train
 
 
 def keep_for_sparsity(total: int, target: float) -> int:
@@ -181,14 +151,3 @@ def run_imp(
             ckpt.unlink(missing_ok=True)
         on_target(t, magnitude_prune(dict(model.named_parameters()), masks, keep))
     return levels
-
-
-def random_masks_like(masks: Masks, generator: torch.Generator) -> Masks:
-    """Masks with each layer's density kept and positions drawn uniformly at random."""
-    out = {}
-    for name, m in masks.items():
-        flat = torch.zeros(m.numel(), dtype=torch.bool)
-        flat[torch.randperm(m.numel(), generator=generator)[: int(m.sum())]] = True
-        out[name] = flat.view_as(m).to(m.device)
-    return out
-

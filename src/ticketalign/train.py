@@ -28,8 +28,7 @@ from torch import nn
 
 from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
 from ticketalign.data import Dataset
-
-Masks = dict[str, torch.Tensor]
+from ticketalign.masks import Masks, apply_masks
 
 
 @dataclass(frozen=True)
@@ -72,16 +71,6 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
         return (step + 1) / warmup_steps
     span = max(1, total_steps - warmup_steps)
     return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, span) / span))
-
-
-def apply_masks(model: nn.Module, masks: Masks | None) -> None:
-    """Zero every pruned weight in place."""
-    if not masks:
-        return
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, m in masks.items():
-            params[name].mul_(m.to(params[name].dtype))
 
 
 @torch.no_grad()

@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the libr
 
 from ticketalign import cli
 from ticketalign.artifacts import save_artifact, save_json
-from ticketalign.pruning import dense_masks, plan_imp, run_imp, sparsity, total_count
+from ticketalign.masks import dense_masks, sparsity, total_count
+from ticketalign.pruning import plan_imp, run_imp
 from ticketalign.train import state_fingerprint
 
 

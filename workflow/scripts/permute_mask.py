@@ -29,10 +29,10 @@ def main() -> None:
     for src, dst in zip(args.perms, args.outs):
         found, perm_meta = load_artifact(src, "permutation", expect={k: mask_meta[k] for k in MODEL_KEYS})
         spec = PermutationSpec.from_dict(found["spec"])
-        unknown = sorted(set(masks) - set(spec.axes_to_perm))
-        if unknown:  # a tensor the spec does not know would silently stay unpermuted
-            raise SystemExit(f"{args.mask}: mask tensors {unknown} are not in the model's permutation spec")
-        permuted = apply_permutation(spec, found["perm"], masks)
+        try:  # strict: a mask tensor the spec does not know would silently stay unpermuted
+            permuted = apply_permutation(spec, found["perm"], masks, strict=True)
+        except ValueError as err:
+            raise SystemExit(f"{args.mask} permuted by {src}: {err}") from err
         save_artifact(dst, "mask", permuted, **mask_meta | {"permuted_by": perm_meta["method"]})
         cli.log(f"{args.mask} permuted by {src} -> {dst}")
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the libr
 
 from ticketalign import cli
 from ticketalign.artifacts import load_artifact, save_json
-from ticketalign.pruning import random_masks_like, sparsity
+from ticketalign.masks import random_masks_like, sparsity
 from ticketalign.seeding import derive_seed
 from ticketalign.train import train
 

@@ -2,7 +2,8 @@
 
 Every architecture provides a builder ``(input_shape, num_classes, width, **options)`` and its
 hand-written :class:`~ticketalign.permutation.spec.PermutationSpec` (``model.permutation_spec()``
-or, for models we do not own, a spec function registered here).
+or, for models we do not own, a spec function registered here), and the weights it may prune
+(``model.prunable_names()``; see :mod:`ticketalign.masks`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Hidden layer ``i`` has ``round(hidden * width)`` units; every hidden layer's units can be
 permuted freely (group ``P{i}``), which permutes rows of ``layers.{i}`` and columns of
-``layers.{i+1}``. Each ReLU is its own module so activation matching can hook it.
+``layers.{i+1}``. Each ReLU is its own module so activation matching can hook it. Every layer's
+weight is prunable.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from ticketalign.models.spec_builders import SpecBuilder
 from ticketalign.permutation.spec import PermutationSpec
 
 
@@ -33,16 +35,16 @@ class MLP(nn.Module):
 
     def permutation_spec(self) -> PermutationSpec:
         depth = len(self.acts)
-        axes: dict[str, tuple[str | None, ...]] = {}
+        b = SpecBuilder()
+        for i in range(depth):
+            b.group(f"P{i}", self.layers[i].out_features, [f"acts.{i}"])
         for i in range(len(self.layers)):
-            p_out = f"P{i}" if i < depth else None
-            p_in = f"P{i - 1}" if i > 0 else None
-            axes[f"layers.{i}.weight"] = (p_out, p_in)
-            axes[f"layers.{i}.bias"] = (p_out,)
-        sizes = {f"P{i}": self.layers[i].out_features for i in range(depth)}
-        points = {f"P{i}": [f"acts.{i}"] for i in range(depth)}
-        return PermutationSpec(axes, sizes, points)
+            b.linear(f"layers.{i}", f"P{i}" if i < depth else None, f"P{i - 1}" if i > 0 else None)
+        return b.build()
 
+    def prunable_names(self) -> list[str]:
+        """Every layer's weight, the classifier's included (biases are never pruned)."""
+        return [f"layers.{i}.weight" for i in range(len(self.layers))]
 
 def build_mlp(
     input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, hidden: int = 128, depth: int = 2

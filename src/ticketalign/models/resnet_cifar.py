@@ -13,6 +13,8 @@ conv/BN output, the next stage's ``conv1`` and shortcut inputs and, for the last
 classifier input. The stream is observed after every block (``relu2``, after the addition)
 and, in stage 1, after the stem's ``relu``; activation matching sums correlations over all of
 them. Every ReLU is its own module so a forward hook sees exactly one location.
+
+Prunable: the stem conv, every block's two convs and the classifier; never the shortcut convs.
 """
 
 from __future__ import annotations
@@ -20,15 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ticketalign.permutation.spec import PermutationSpec, batchnorm_axes
-
-
-def _conv_axes(out_group: str | None, in_group: str | None) -> tuple[str | None, ...]:
-    return (out_group, in_group, None, None)
-
-
-def _bn_axes(prefix: str, group: str) -> list[tuple[str, tuple[str | None, ...]]]:
-    return list(batchnorm_axes(prefix, group).items())
+from ticketalign.models.spec_builders import SpecBuilder, residual_prunable_names, residual_spec
+from ticketalign.permutation.spec import PermutationSpec
 
 
 class BasicBlock(nn.Module):
@@ -100,41 +95,18 @@ class ResNetCifar(nn.Module):
 
     def permutation_spec(self) -> PermutationSpec:
         """Stream group per stage, inner group per block (see the module docstring)."""
-        layers: list[tuple[str, tuple[str | None, ...]]] = []
-        sizes: dict[str, int] = {}
-        points: dict[str, list[str]] = {}
-        # The stem writes the first stage's stream unless that stage starts with a shortcut.
-        first_block = getattr(self, self.stage_names[0])[0]
-        stream = "stem" if first_block.shortcut is not None else self.stage_names[0]
-        sizes[stream] = self.conv1.out_channels
-        points[stream] = ["relu"]
-        layers.append(("conv1.weight", _conv_axes(stream, None)))
-        layers += _bn_axes("bn1", stream)
-        for stage_name in self.stage_names:
-            for b, block in enumerate(getattr(self, stage_name)):
-                prefix = f"{stage_name}.{b}"
-                in_stream = stream
-                if block.shortcut is not None:
-                    # A shape change starts a new stream; the shortcut maps old -> new.
-                    stream = stage_name
-                    if stream in sizes:
-                        raise ValueError(f"{prefix} changes shape after the first block of its stage; unsupported")
-                    sizes[stream] = block.conv2.out_channels
-                    points[stream] = []
-                    layers.append((f"{prefix}.shortcut.0.weight", _conv_axes(stream, in_stream)))
-                    layers += _bn_axes(f"{prefix}.shortcut.1", stream)
-                inner = f"{prefix}.inner"
-                sizes[inner] = block.conv1.out_channels
-                points[inner] = [f"{prefix}.relu1"]
-                layers.append((f"{prefix}.conv1.weight", _conv_axes(inner, in_stream)))
-                layers += _bn_axes(f"{prefix}.bn1", inner)
-                layers.append((f"{prefix}.conv2.weight", _conv_axes(stream, inner)))
-                layers += _bn_axes(f"{prefix}.bn2", stream)
-                points[stream].append(f"{prefix}.relu2")
-        layers.append(("fc.weight", (None, stream)))
-        layers.append(("fc.bias", (None,)))
-        return PermutationSpec(dict(layers), sizes, points)
 
+        def block_spec(b: SpecBuilder, prefix: str, block: nn.Module, in_stream: str, stream: str) -> None:
+            inner = b.group(f"{prefix}.inner", block.conv1.out_channels, [f"{prefix}.relu1"])
+            b.conv_bn(f"{prefix}.conv1", f"{prefix}.bn1", inner, in_stream)
+            b.conv_bn(f"{prefix}.conv2", f"{prefix}.bn2", stream, inner)
+            b.observe(stream, f"{prefix}.relu2")
+
+        return residual_spec(self, self.stage_names, "shortcut", block_spec)
+
+    def prunable_names(self) -> list[str]:
+        """The stem conv, both convs of every block and the classifier; shortcut convs are not pruned."""
+        return residual_prunable_names(self, self.stage_names, ("conv1", "conv2"))
 
 def scaled_channels(base: int, width: float, model: str) -> int:
     """``base * width`` as an int; a ValueError names the model if it is not a positive integer."""

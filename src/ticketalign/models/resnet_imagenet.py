@@ -18,6 +18,8 @@ group per stage ``layer{s}`` (every block's conv3/bn3 output, the ``downsample.0
 block, ``layer{s}.{b}.inner1`` (conv1/bn1 out, conv2 in) and ``layer{s}.{b}.inner2`` (conv2/bn2
 out, conv3 in). Activation points: the stem ``relu``, each block's ``relu1``/``relu2`` for its
 inner groups and every block's ``relu3`` for its stage's stream.
+
+Prunable: the stem conv, every block's three convs and the classifier; never the downsample convs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import torch
 from torch import nn
 
 from ticketalign.models.resnet_cifar import scaled_channels
-from ticketalign.permutation.spec import PermutationSpec, batchnorm_axes
+from ticketalign.models.spec_builders import SpecBuilder, residual_prunable_names, residual_spec
+from ticketalign.permutation.spec import PermutationSpec
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -71,47 +74,20 @@ class ResNetImageNet(nn.Module):
 
     def permutation_spec(self) -> PermutationSpec:
         """Stem, one stream per stage, two inner groups per block (see the module docstring)."""
-        axes: dict[str, tuple[str | None, ...]] = {}
-        sizes: dict[str, int] = {}
-        points: dict[str, list[str]] = {}
 
-        def conv(name: str, out_group: str, in_group: str | None) -> None:
-            axes[f"{name}.weight"] = (out_group, in_group, None, None)
+        def block_spec(b: SpecBuilder, prefix: str, block: nn.Module, in_stream: str, stream: str) -> None:
+            inner1 = b.group(f"{prefix}.inner1", block.conv1.out_channels, [f"{prefix}.relu1"])
+            inner2 = b.group(f"{prefix}.inner2", block.conv2.out_channels, [f"{prefix}.relu2"])
+            b.conv_bn(f"{prefix}.conv1", f"{prefix}.bn1", inner1, in_stream)
+            b.conv_bn(f"{prefix}.conv2", f"{prefix}.bn2", inner2, inner1)
+            b.conv_bn(f"{prefix}.conv3", f"{prefix}.bn3", stream, inner2)
+            b.observe(stream, f"{prefix}.relu3")
 
-        def bn(name: str, group: str) -> None:
-            axes.update(batchnorm_axes(name, group))
+        return residual_spec(self, STAGES, "downsample", block_spec)
 
-        stream = "stem"
-        sizes[stream] = self.conv1.out_channels
-        points[stream] = ["relu"]
-        conv("conv1", stream, None)
-        bn("bn1", stream)
-        for stage in STAGES:
-            for b, block in enumerate(getattr(self, stage)):
-                prefix = f"{stage}.{b}"
-                in_stream = stream
-                if block.downsample is not None:
-                    stream = stage
-                    if stream in sizes:
-                        raise ValueError(f"{prefix} changes shape after the first block of its stage; unsupported")
-                    sizes[stream] = block.conv3.out_channels
-                    points[stream] = []
-                    conv(f"{prefix}.downsample.0", stream, in_stream)
-                    bn(f"{prefix}.downsample.1", stream)
-                inner1, inner2 = f"{prefix}.inner1", f"{prefix}.inner2"
-                sizes[inner1], sizes[inner2] = block.conv1.out_channels, block.conv2.out_channels
-                points[inner1], points[inner2] = [f"{prefix}.relu1"], [f"{prefix}.relu2"]
-                conv(f"{prefix}.conv1", inner1, in_stream)
-                bn(f"{prefix}.bn1", inner1)
-                conv(f"{prefix}.conv2", inner2, inner1)
-                bn(f"{prefix}.bn2", inner2)
-                conv(f"{prefix}.conv3", stream, inner2)
-                bn(f"{prefix}.bn3", stream)
-                points[stream].append(f"{prefix}.relu3")
-        axes["fc.weight"] = (None, stream)
-        axes["fc.bias"] = (None,)
-        return PermutationSpec(axes, sizes, points)
-
+    def prunable_names(self) -> list[str]:
+        """The stem conv, the three convs of every block and the classifier; never a downsample conv."""
+        return residual_prunable_names(self, STAGES, ("conv1", "conv2", "conv3"))
 
 def build_resnet50(
     input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, zero_init_residual: bool = False

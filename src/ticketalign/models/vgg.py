@@ -8,7 +8,7 @@ layers). All layers keep PyTorch's default init.
 
 Symmetry: the output channels of conv ``i`` form group ``conv{i}`` (rows of its weight, its bias,
 its BatchNorm's four tensors, the input axis of the next conv or of the classifier). Each group
-is observed at the ReLU that follows its conv.
+is observed at the ReLU that follows its conv. Every conv's and the classifier's weight is prunable.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ticketalign.models.resnet_cifar import scaled_channels
-from ticketalign.permutation.spec import PermutationSpec, batchnorm_axes
+from ticketalign.models.spec_builders import SpecBuilder
+from ticketalign.permutation.spec import PermutationSpec
 
 VGG11_CONFIG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 _INPUT_SIZE = 32
@@ -47,29 +48,25 @@ class VGG(nn.Module):
 
     def permutation_spec(self) -> PermutationSpec:
         """One group per conv's output channels (see the module docstring)."""
-        axes: dict[str, tuple[str | None, ...]] = {}
-        sizes: dict[str, int] = {}
-        points: dict[str, list[str]] = {}
+        b = SpecBuilder()
         previous: str | None = None  # the group on the current feature channels
-        conv_index = 0
         for i, module in enumerate(self.features):
             name = f"features.{i}"
             if isinstance(module, nn.Conv2d):
-                group = f"conv{conv_index}"
-                conv_index += 1
-                sizes[group] = module.out_channels
-                axes[f"{name}.weight"] = (group, previous, None, None)
-                if module.bias is not None:
-                    axes[f"{name}.bias"] = (group,)
+                group = b.group(f"conv{len(b.sizes)}", module.out_channels)
+                b.conv(name, group, previous, bias=module.bias is not None)
                 previous = group
             elif isinstance(module, nn.BatchNorm2d):
-                axes.update(batchnorm_axes(name, previous))
+                b.batchnorm(name, previous)
             elif isinstance(module, nn.ReLU) and previous is not None:
-                points.setdefault(previous, []).append(name)
-        axes["classifier.weight"] = (None, previous)
-        axes["classifier.bias"] = (None,)
-        return PermutationSpec(axes, sizes, points)
+                b.observe(previous, name)
+        b.linear("classifier", None, previous)
+        return b.build()
 
+    def prunable_names(self) -> list[str]:
+        """Every conv's weight and the classifier's."""
+        convs = [f"features.{i}.weight" for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)]
+        return [*convs, "classifier.weight"]
 
 def _build(input_shape: tuple[int, ...], num_classes: int, width: float, batch_norm: bool) -> VGG:
     model = "vgg11_bn" if batch_norm else "vgg11"

@@ -13,6 +13,9 @@ Matching A to B therefore returns the ``perm`` for which ``apply_permutation(per
 
 ``activation_points`` tells activation matching where each group's units can be observed: the
 names of modules whose forward output carries the group's units on dimension 1 (post-ReLU).
+
+:func:`spec_differences` / :func:`specs_equivalent` compare two specs up to renaming of groups
+(the tests hold every hand-written spec against the one derived by tracing).
 """
 
 from __future__ import annotations
@@ -74,25 +77,36 @@ class PermutationSpec:
 
     def check(self, state: Mapping[str, torch.Tensor]) -> None:
         """Raise ValueError if the spec does not fit ``state`` (missing keys, wrong sizes)."""
-        for name, axes in self.axes_to_perm.items():
+        for name in self.axes_to_perm:
             if name not in state:
                 raise ValueError(f"permutation spec names tensor {name!r}, absent from the model")
-            shape = tuple(state[name].shape)
-            if len(axes) != len(shape):
-                raise ValueError(f"spec for {name!r} has {len(axes)} axes, tensor has shape {shape}")
-            for axis, p in enumerate(axes):
-                if p is None:
-                    continue
-                if p not in self.group_sizes:
-                    raise ValueError(f"spec for {name!r} uses undeclared group {p!r}")
-                if shape[axis] != self.group_sizes[p]:
-                    raise ValueError(
-                        f"group {p!r} has {self.group_sizes[p]} units but {name!r} axis {axis} "
-                        f"has {shape[axis]}"
-                    )
+            self.check_tensor(name, tuple(state[name].shape))
         unused = [p for p, axes in self.perm_to_axes.items() if not axes]
         if unused:
             raise ValueError(f"permutation groups {unused} act on no tensor")
+
+    def check_tensor(self, name: str, shape: tuple[int, ...]) -> None:
+        """Raise ValueError if tensor ``name`` of ``shape`` does not fit its entry (number of axes,
+        group sizes)."""
+        axes = self.axes_to_perm[name]
+        if len(axes) != len(shape):
+            raise ValueError(f"spec for {name!r} has {len(axes)} axes, tensor has shape {shape}")
+        for axis, p in enumerate(axes):
+            if p is None:
+                continue
+            if p not in self.group_sizes:
+                raise ValueError(f"spec for {name!r} uses undeclared group {p!r}")
+            if shape[axis] != self.group_sizes[p]:
+                raise ValueError(
+                    f"group {p!r} has {self.group_sizes[p]} units but {name!r} axis {axis} "
+                    f"has {shape[axis]}"
+                )
+
+    def describe(self) -> str:
+        """A one-line summary naming the spec's groups, for error messages."""
+        groups = list(self.group_sizes)
+        shown = ", ".join(groups[:6]) + (f", ... ({len(groups)} in all)" if len(groups) > 6 else "")
+        return f"the permutation spec of {len(self.axes_to_perm)} tensors and groups {shown}"
 
 
 def identity_permutation(spec: PermutationSpec) -> Permutation:
@@ -130,13 +144,25 @@ def permute_tensor(
 
 
 def apply_permutation(
-    spec: PermutationSpec, perm: Permutation, state: Mapping[str, torch.Tensor]
+    spec: PermutationSpec, perm: Permutation, state: Mapping[str, torch.Tensor], *, strict: bool = False
 ) -> dict[str, torch.Tensor]:
     """Permute a state dict, or any name->tensor dict keyed like one (e.g. a mask dict).
 
     Tensors the spec does not mention (e.g. ``num_batches_tracked``, input-layer biases of
     un-permuted axes) are returned unchanged. Every permuted tensor is a new tensor.
+    ``strict=True`` (for dicts whose every tensor must move with the units, e.g. a mask) raises
+    ValueError naming every tensor the spec does not know instead, and any tensor whose shape
+    does not fit its spec entry.
     """
+    if strict:
+        unknown = sorted(set(state) - set(spec.axes_to_perm))
+        if unknown:
+            raise ValueError(
+                f"tensors {unknown} are not in {spec.describe()}; they would stay unpermuted "
+                "(was the spec made for another model?)"
+            )
+        for name, t in state.items():
+            spec.check_tensor(name, tuple(t.shape))
     missing = set(spec.group_sizes) - set(perm)
     if missing:
         raise ValueError(f"permutation lacks groups {sorted(missing)}")
@@ -154,3 +180,66 @@ def permute_model(spec: PermutationSpec, perm: Permutation, model: torch.nn.Modu
     state = model.state_dict()
     spec.check(state)
     model.load_state_dict(apply_permutation(spec, perm, state))
+
+
+# ----------------------------------------------------------------------------------------------
+# Comparing specs up to renaming of groups
+# ----------------------------------------------------------------------------------------------
+
+
+def canonical_partition(spec: PermutationSpec) -> dict[frozenset[tuple[str, int]], int]:
+    """The spec without group names: each group's set of (tensor, axis) pairs -> its size."""
+    return {frozenset(pairs): spec.group_sizes[p] for p, pairs in spec.perm_to_axes.items()}
+
+
+def spec_differences(a: PermutationSpec, b: PermutationSpec) -> list[str]:
+    """Human-readable differences between two specs, ignoring group names and activation points.
+
+    Empty when both list the same tensors with the same number of axes, partition their
+    (tensor, axis) pairs into the same groups, and give each group the same size.
+    """
+    out: list[str] = []
+    for key in sorted(set(a.axes_to_perm) - set(b.axes_to_perm)):
+        out.append(f"tensor {key!r} only in the first spec")
+    for key in sorted(set(b.axes_to_perm) - set(a.axes_to_perm)):
+        out.append(f"tensor {key!r} only in the second spec")
+    for key in sorted(set(a.axes_to_perm) & set(b.axes_to_perm)):
+        if len(a.axes_to_perm[key]) != len(b.axes_to_perm[key]):
+            out.append(f"tensor {key!r} has {len(a.axes_to_perm[key])} vs {len(b.axes_to_perm[key])} axes")
+    if out:
+        return out
+
+    def lookup(spec: PermutationSpec) -> dict[tuple[str, int], str | None]:
+        return {(k, i): p for k, axes in spec.axes_to_perm.items() for i, p in enumerate(axes)}
+
+    la, lb = lookup(a), lookup(b)
+    reported: set[tuple[str | None, str | None]] = set()
+    for pair in sorted(la):
+        pa, pb = la[pair], lb[pair]
+        if (pa is None) != (pb is None):
+            out.append(f"{pair[0]} axis {pair[1]}: permuted by {pa!r} in the first spec, {pb!r} in the second")
+            continue
+        if pa is None or (pa, pb) in reported:
+            continue
+        reported.add((pa, pb))
+        sa = {q for q, p in la.items() if p == pa}
+        sb = {q for q, p in lb.items() if p == pb}
+        if sa != sb:
+            only_a = sorted(sa - sb)[:4]
+            only_b = sorted(sb - sa)[:4]
+            out.append(
+                f"group {pa!r} (first) and {pb!r} (second) both act on {pair[0]} axis {pair[1]} but differ: "
+                f"only first {only_a}, only second {only_b}"
+            )
+        elif a.group_sizes.get(pa) != b.group_sizes.get(pb):
+            out.append(f"group {pa!r} has {a.group_sizes.get(pa)} units, {pb!r} has {b.group_sizes.get(pb)}")
+    for name, spec in (("first", a), ("second", b)):
+        unused = [p for p, pairs in spec.perm_to_axes.items() if not pairs]
+        if unused:
+            out.append(f"groups {unused} of the {name} spec act on no tensor")
+    return out
+
+
+def specs_equivalent(a: PermutationSpec, b: PermutationSpec) -> bool:
+    """True if ``a`` and ``b`` describe the same symmetry up to renaming of groups."""
+    return not spec_differences(a, b)

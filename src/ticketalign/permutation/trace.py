@@ -31,7 +31,8 @@ output carries the group. A module called several times is listed only if every 
 same group. Beware of in-place activations: a hook on a module feeding ``ReLU(inplace=True)``
 must copy its output before the ReLU overwrites it.
 
-:func:`spec_differences` / :func:`specs_equivalent` compare two specs up to renaming of groups.
+:func:`~ticketalign.permutation.spec.spec_differences` compares a derived spec with a hand-written
+one up to renaming of groups.
 """
 
 from __future__ import annotations
@@ -52,10 +53,7 @@ from ticketalign.permutation.spec import BATCHNORM_TENSORS, PermutationSpec
 
 __all__ = [
     "UnsupportedOperationError",
-    "canonical_partition",
     "derive_permutation_spec",
-    "spec_differences",
-    "specs_equivalent",
 ]
 
 
@@ -624,66 +622,3 @@ def derive_permutation_spec(
     spec = deriver.spec()
     spec.check(model.state_dict())
     return spec
-
-
-# ----------------------------------------------------------------------------------------------
-# Comparing specs up to renaming of groups
-# ----------------------------------------------------------------------------------------------
-
-
-def canonical_partition(spec: PermutationSpec) -> dict[frozenset[tuple[str, int]], int]:
-    """The spec without group names: each group's set of (tensor, axis) pairs -> its size."""
-    return {frozenset(pairs): spec.group_sizes[p] for p, pairs in spec.perm_to_axes.items()}
-
-
-def spec_differences(a: PermutationSpec, b: PermutationSpec) -> list[str]:
-    """Human-readable differences between two specs, ignoring group names and activation points.
-
-    Empty when both list the same tensors with the same number of axes, partition their
-    (tensor, axis) pairs into the same groups, and give each group the same size.
-    """
-    out: list[str] = []
-    for key in sorted(set(a.axes_to_perm) - set(b.axes_to_perm)):
-        out.append(f"tensor {key!r} only in the first spec")
-    for key in sorted(set(b.axes_to_perm) - set(a.axes_to_perm)):
-        out.append(f"tensor {key!r} only in the second spec")
-    for key in sorted(set(a.axes_to_perm) & set(b.axes_to_perm)):
-        if len(a.axes_to_perm[key]) != len(b.axes_to_perm[key]):
-            out.append(f"tensor {key!r} has {len(a.axes_to_perm[key])} vs {len(b.axes_to_perm[key])} axes")
-    if out:
-        return out
-
-    def lookup(spec: PermutationSpec) -> dict[tuple[str, int], str | None]:
-        return {(k, i): p for k, axes in spec.axes_to_perm.items() for i, p in enumerate(axes)}
-
-    la, lb = lookup(a), lookup(b)
-    reported: set[tuple[str | None, str | None]] = set()
-    for pair in sorted(la):
-        pa, pb = la[pair], lb[pair]
-        if (pa is None) != (pb is None):
-            out.append(f"{pair[0]} axis {pair[1]}: permuted by {pa!r} in the first spec, {pb!r} in the second")
-            continue
-        if pa is None or (pa, pb) in reported:
-            continue
-        reported.add((pa, pb))
-        sa = {q for q, p in la.items() if p == pa}
-        sb = {q for q, p in lb.items() if p == pb}
-        if sa != sb:
-            only_a = sorted(sa - sb)[:4]
-            only_b = sorted(sb - sa)[:4]
-            out.append(
-                f"group {pa!r} (first) and {pb!r} (second) both act on {pair[0]} axis {pair[1]} but differ: "
-                f"only first {only_a}, only second {only_b}"
-            )
-        elif a.group_sizes.get(pa) != b.group_sizes.get(pb):
-            out.append(f"group {pa!r} has {a.group_sizes.get(pa)} units, {pb!r} has {b.group_sizes.get(pb)}")
-    for name, spec in (("first", a), ("second", b)):
-        unused = [p for p, pairs in spec.perm_to_axes.items() if not pairs]
-        if unused:
-            out.append(f"groups {unused} of the {name} spec act on no tensor")
-    return out
-
-
-def specs_equivalent(a: PermutationSpec, b: PermutationSpec) -> bool:
-    """True if ``a`` and ``b`` describe the same symmetry up to renaming of groups."""
-    return not spec_differences(a, b)
