@@ -1,12 +1,27 @@
 """The config is validated before any job: one message naming the key and the allowed values."""
 
 import copy
+import dataclasses
+import re
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ticketalign.config import ConfigError, load_config_files, load_schema, validate_config
+from ticketalign.config import (
+    IMP_MODES,
+    VARIANTS,
+    ConfigError,
+    ExperimentConfig,
+    ImpConfig,
+    Runtime,
+    TrainConfig,
+    WeightMatchingConfig,
+    load_config_files,
+    load_schema,
+    validate_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
@@ -58,11 +73,112 @@ def test_bad_config_is_rejected_with_one_clear_message(default, path, value, exp
         assert part in message, f"{part!r} not in {message!r}"
 
 
-def test_imp_rewind_epoch_must_lie_inside_dense_training(default):
-    cfg = _mutate(default, ("imp", "mode"), "rewind")
-    cfg["imp"]["rewind_epoch"] = 20
-    with pytest.raises(ConfigError, match="'imp.rewind_epoch' is 20"):
+def test_imp_reset_epoch_must_lie_inside_dense_training(default):
+    cfg = _mutate(default, ("imp", "mode"), "reset")
+    cfg["imp"]["reset_epoch"] = 20
+    with pytest.raises(ConfigError, match="'imp.reset_epoch' is 20"):
         validate_config(cfg, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "imp, expected",
+    [
+        ({"rewind_epoch": 2}, "'imp.rewind_epoch' was renamed 'imp.reset_epoch'"),
+        ({"mode": "rewind"}, "'imp.mode' is 'rewind', which was renamed 'reset'"),
+    ],
+)
+def test_old_imp_names_are_refused_with_their_new_name(default, imp, expected):
+    cfg = copy.deepcopy(default)
+    cfg["imp"].update(imp)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        validate_config(cfg, SCHEMA)
+
+
+@pytest.mark.parametrize("section", ["dense", "imp.train"])
+def test_warmup_longer_than_a_run_is_refused_by_the_one_rule_naming_the_key(default, section):
+    cfg = copy.deepcopy(default)
+    block = cfg[section] if section == "dense" else cfg["imp"]["train"]
+    block["warmup_epochs"] = block["epochs"] + 1
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, SCHEMA)
+    assert str(err.value) == (f"config: '{section}.warmup_epochs' is {block['epochs'] + 1}; allowed values: "
+                              f">= 0 and <= {block['epochs']} ({section}.epochs = {block['epochs']})")
+    # the same rule guards a recipe built in Python (the scripts build theirs from their flags)
+    with pytest.raises(ValueError, match="'warmup_epochs' is 3"):
+        TrainConfig(epochs=2, lr=0.1, warmup_epochs=3)
+
+
+def test_defaults_are_filled_from_the_dataclasses(default):
+    cfg = validate_config({k: v for k, v in default.items() if k != "runtime"}, SCHEMA)
+    assert cfg["runtime"] == dataclasses.asdict(Runtime())
+    assert cfg["imp"]["prune_rate"] == ImpConfig.prune_rate
+    assert cfg["matching"]["activation"]["batches"] == default["matching"]["activation"]["batches"]
+    assert cfg["matching"]["weight"]["seed"] == WeightMatchingConfig.seed
+
+
+def _schema_node(node, root=SCHEMA):
+    ref = node.get("$ref")
+    if ref:
+        target = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", list: "array", dict: "object"}
+
+
+def _compare(cls, node, key="<top>", root=SCHEMA):
+    """Every difference between a section dataclass and its schema node: fields, types, required, defaults."""
+    node = _schema_node(node, root)
+    problems = []
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    if set(fields) != set(node["properties"]):
+        problems.append(f"{key}: dataclass fields {sorted(fields)} != schema keys {sorted(node['properties'])}")
+    required = {n for n, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if required != set(node.get("required", [])):
+        problems.append(f"{key}: required {sorted(required)} != schema required {node.get('required', [])}")
+    for name in set(fields) & set(node["properties"]):
+        f, sub, typ = fields[name], _schema_node(node["properties"][name], root), hints[name]
+        where = f"{key}.{name}"
+        if dataclasses.is_dataclass(typ):
+            problems += _compare(typ, sub, where, root)
+            want_type = "object"
+        else:
+            want_type = JSON_TYPES[typing.get_origin(typ) or typ]
+        found_type = sub.get("type", "string" if "enum" in sub else None)
+        if found_type != want_type:
+            problems.append(f"{where}: type {typ} but schema type {found_type}")
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+            default = {} if dataclasses.is_dataclass(default) else default  # a section of defaults: {}
+        else:
+            default = dataclasses.MISSING
+        if default is dataclasses.MISSING:
+            if "default" in sub:
+                problems.append(f"{where}: required in the dataclass, schema default {sub['default']!r}")
+        elif not _same(sub.get("default", dataclasses.MISSING), default):
+            problems.append(f"{where}: default {default!r} but schema default {sub.get('default', 'none')!r}")
+    return problems
+
+
+def _same(a, b):
+    return a == b and isinstance(a, bool) == isinstance(b, bool)  # False == 0, but not as a default
+
+
+def test_schema_fields_types_and_defaults_equal_the_dataclasses():
+    assert _compare(ExperimentConfig, SCHEMA) == []
+
+
+def test_schema_lists_exactly_the_imp_modes_and_sparse_variants():
+    props = SCHEMA["properties"]
+    assert tuple(props["imp"]["properties"]["mode"]["enum"]) == IMP_MODES
+    assert tuple(props["sparse"]["properties"]["variants"]["items"]["enum"]) == VARIANTS
 
 
 def test_schema_lists_exactly_the_registered_models_and_datasets():

@@ -1,6 +1,7 @@
 """Global magnitude pruning and the shared IMP chain."""
 
 import copy
+import shutil
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch
 from ticketalign.masks import dense_masks, kept_count, sparsity, total_count
 from ticketalign.models import build_model
 from ticketalign.pruning import keep_for_sparsity, magnitude_prune, plan_imp, run_imp
-from ticketalign.train import TrainConfig, train
+from ticketalign.train import Runtime, TrainConfig, train
 
 
 def test_magnitude_prune_is_global_exact_and_never_revives():
@@ -49,7 +50,7 @@ def test_plan_rejects_bad_targets():
         plan_imp(1000, [0.5, 1.2])
 
 
-@pytest.mark.parametrize("mode", ["ft", "rewind"])
+@pytest.mark.parametrize("mode", ["ft", "reset"])
 def test_imp_lands_exactly_on_each_target_with_nested_masks(digits, tmp_path, mode):
     model = build_model("mlp", digits.input_shape, digits.num_classes, seed=0, hidden=32)
     snaps = {}
@@ -59,8 +60,8 @@ def test_imp_lands_exactly_on_each_target_with_nested_masks(digits, tmp_path, mo
     targets = [0.5, 0.8, 0.9]
     plan = plan_imp(total, targets)
     found, lines = {}, []
-    kwargs = dict(plan=plan, train_cfg=TrainConfig(epochs=1, lr=0.01), seed=0, fingerprint="f1",
-                  cache_dir=tmp_path, rewind_state=snaps[1] if mode == "rewind" else None,
+    kwargs = dict(plan=plan, train_cfg=TrainConfig(epochs=1, lr=0.01), seed=0,
+                  cache_dir=tmp_path / "levels", reset_state=snaps[1] if mode == "reset" else None,
                   on_target=found.__setitem__, log=lines.append)
     levels = run_imp(copy.deepcopy(model), digits, **kwargs)
     assert len(levels) == plan.trained_levels
@@ -75,7 +76,19 @@ def test_imp_lands_exactly_on_each_target_with_nested_masks(digits, tmp_path, mo
     run_imp(copy.deepcopy(model), digits, **{**kwargs, "on_target": again.__setitem__})
     assert not any("training" in line for line in lines)
     assert all(torch.equal(again[t][n], found[t][n]) for t in targets for n in found[t])
-    # another recipe (fingerprint) never reuses those levels
-    lines.clear()
-    run_imp(copy.deepcopy(model), digits, **{**kwargs, "fingerprint": "f2"})
-    assert sum("training" in line for line in lines) == plan.trained_levels
+    # another recipe never reuses those levels: run_imp fingerprints every input itself
+    dense = copy.deepcopy(model)
+    with torch.no_grad():
+        next(dense.parameters()).add_(1e-3)
+    other_state = {n: t + 1e-3 if t.is_floating_point() else t for n, t in snaps[1].items()}
+    others = [{"train_cfg": TrainConfig(epochs=1, lr=0.02)}, {"seed": 1}, {"plan": plan_imp(total, targets, 0.3)},
+              {"reset_state": None if mode == "reset" else snaps[1]}, {"runtime": Runtime(amp=False)}, {"model": dense}]
+    if mode == "reset":
+        others.append({"reset_state": other_state})
+    for i, change in enumerate(others):
+        lines.clear()
+        cache = shutil.copytree(tmp_path / "levels", tmp_path / f"copy{i}")
+        change = {"model": copy.deepcopy(model), **change}
+        run_imp(change.pop("model"), digits, **{**kwargs, **change, "cache_dir": cache, "on_target": lambda *_: None})
+        assert any("training" in line for line in lines), change
+

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from ticketalign.report import collect_runs, markdown_table, plot_accuracy
+from ticketalign.report import collect_runs, insert_table, markdown_table, plot_accuracy
 
 
 def _write_runs(tmp_path):
@@ -56,3 +56,13 @@ def test_plot_is_written(tmp_path):
     out = tmp_path / "plots" / "acc.png"
     plot_accuracy(df, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_table_goes_between_its_markers_and_nowhere_else():
+    doc = ("intro\n<!-- TABLE:a:BEGIN -->\nold\n<!-- TABLE:a:END -->\n"
+           "middle\n<!-- TABLE:b:BEGIN -->\nb\n<!-- TABLE:b:END -->\n")
+    out = insert_table(doc, "a", "| new |\n")
+    assert out == doc.replace("old", "| new |")
+    assert insert_table(out, "a", "| new |\n") == out  # idempotent
+    with pytest.raises(ValueError, match="TABLE:c:BEGIN"):
+        insert_table(doc, "c", "x")

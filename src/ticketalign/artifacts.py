@@ -80,8 +80,3 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     _atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def load_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)

@@ -1,7 +1,8 @@
 """Shared command-line plumbing for the workflow scripts, so each script stays a few lines.
 
-Argument groups mirror the config file's sections; the training flags are generated from
-:class:`~ticketalign.train.TrainConfig`, so the dataclass is the single list of hyperparameters.
+Argument groups mirror the config file's sections; every hyperparameter and runtime flag, with
+its type, default and help, is generated from the section's dataclass in ``ticketalign.config``
+(:func:`add_config_args`), so no default is written twice.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ import json
 import os
 import sys
 import time
+import typing
 from typing import Any
 
 import torch
 
 from ticketalign.artifacts import load_artifact
+from ticketalign.config import Runtime, TrainConfig
 from ticketalign.data import Dataset, load_dataset
 from ticketalign.gpu import select_device
 from ticketalign.models import build_model
-from ticketalign.train import Runtime, TrainConfig
 
 
 def parser(description: str | None, *, train: bool = True) -> argparse.ArgumentParser:
@@ -53,31 +55,50 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (``--weight-decay`` for ``weight_decay``)."""
-    g = p.add_argument_group("training hyperparameters")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            g.add_argument(flag, type=_parse_bool, default=f.default, metavar="{true,false}")
-        else:
-            typ = {"int": int, "float": float}.get(str(f.type), float)
-            required = f.default is dataclasses.MISSING
-            g.add_argument(flag, type=typ, required=required, default=None if required else f.default)
+    add_config_args(p, TrainConfig, "training hyperparameters")
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     """Runtime flags; their defaults come from $TICKETALIGN_RUNTIME (JSON), which the workflow sets
     from the config's ``runtime`` section so that changing it never looks like a new result."""
     env = json.loads(os.environ.get("TICKETALIGN_RUNTIME", "{}"))
-    d = {**dataclasses.asdict(Runtime()), "device": "auto", "threads": 1, **env}
-    g = p.add_argument_group("runtime (how to run, not what to compute; defaults from $TICKETALIGN_RUNTIME)")
-    g.add_argument("--device", default=d["device"], help="auto (CUDA when present), cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=int, default=d["threads"], help="CPU threads for torch")
-    g.add_argument("--amp", type=_parse_bool, default=d["amp"], metavar="{true,false}", help="bf16 autocast on CUDA")
-    g.add_argument("--channels-last", type=_parse_bool, default=d["channels_last"], metavar="{true,false}")
-    g.add_argument("--compile", type=_parse_bool, default=d["compile"], metavar="{true,false}")
-    g.add_argument("--eval-every", type=int, default=d["eval_every"], help="evaluate on the test split every N epochs")
-    g.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
-                   help="write a resumable checkpoint every N epochs")
+    add_config_args(p, Runtime, "runtime (how to run, not what to compute; defaults from $TICKETALIGN_RUNTIME)",
+                    defaults=env)
+
+
+def add_config_args(
+    p: argparse.ArgumentParser,
+    cls: type,
+    title: str,
+    *,
+    only: tuple[str, ...] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """One flag per field of the config dataclass ``cls`` (or of the fields in ``only``), its type,
+    default and help taken from the field; ``defaults`` override the fields' defaults."""
+    g = p.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        typ = hints[f.name]
+        default = (defaults or {}).get(f.name, f.default)
+        required = default is dataclasses.MISSING
+        help_text = f.metadata.get("help", "") + ("" if required else " (default: %(default)s)")
+        kwargs: dict[str, Any] = {"help": help_text, "required": required, "default": None if required else default}
+        if typ is bool:
+            g.add_argument(flag, type=_parse_bool, metavar="{true,false}", **kwargs)
+        elif typ in (int, float, str):
+            g.add_argument(flag, type=typ, **kwargs)
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no command-line flag for type {typ}")
+
+
+def from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """The config dataclass ``cls`` from the parsed flags that add_config_args made for it."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**values, **overrides})
 
 
 def _parse_bool(text: str) -> bool:
@@ -90,22 +111,15 @@ def _parse_bool(text: str) -> bool:
 
 
 def train_config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{**values, **overrides})
+    return from_args(TrainConfig, args, **overrides)
 
 
 def runtime(args: argparse.Namespace) -> tuple[Runtime, torch.device]:
     """Apply thread settings and resolve the device; returns the Runtime for train()."""
-    torch.set_num_threads(max(1, args.threads))
-    device = select_device(args.device, log=log)  # on a multi-GPU machine: a free GPU, claimed
+    rt = from_args(Runtime, args)
+    torch.set_num_threads(max(1, rt.threads))
+    device = select_device(rt.device, log=log)  # on a multi-GPU machine: a free GPU, claimed
     log(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-    rt = Runtime(
-        amp=args.amp,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
-    )
     return rt, device
 
 

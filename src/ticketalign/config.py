@@ -1,27 +1,264 @@
-"""Experiment config validation: one clear message, naming the key, before any job starts.
+"""The experiment config: one dataclass per section, the one source of every default.
 
-The JSON schema (workflow/schemas/config.schema.yaml) is the contract; this module fills its
-defaults, turns jsonschema's errors into sentences a user can act on, and adds the checks a
-schema cannot express (a rewind epoch past the end of training). It imports no torch, so the
-Snakefile can call it at start-up for free.
+``validate_config`` is the one validation path, run by the Snakefile before any job starts:
+1. old key names are refused with their new name;
+2. the JSON schema (workflow/schemas/config.schema.yaml) checks each key's type and range, and
+   its errors become one sentence naming the key and the allowed values;
+3. the dataclasses below fill the defaults and check what a schema cannot express: a section's
+   own rules in its ``__post_init__`` (warmup within the run), rules across sections in
+   :class:`ExperimentConfig` (a rewind epoch past the end of training).
+The scripts build the same dataclasses from their flags (``ticketalign.cli`` generates every flag
+and its default from the fields), so a rule is written once and holds on both paths. The schema
+documents the keys; a test holds its fields, types and defaults equal to the dataclasses'.
+
+This module imports neither torch nor (until they are needed) yaml and jsonschema: the Snakefile
+and every training script import it at start-up.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import yaml
+if TYPE_CHECKING:
+    import jsonschema
 
 
 class ConfigError(ValueError):
     """The config is invalid; the message names the key, the value found and what is allowed."""
 
 
+class BadValue(ConfigError):
+    """``key`` holds ``value`` outside ``allowed``; ``related`` are the keys (and values) the rule
+    compares with. Raised by a section with keys relative to it; :meth:`within` prefixes them."""
+
+    def __init__(self, key: str, value: Any, allowed: str, related: Mapping[str, Any] | None = None, note: str = ""):
+        self.key, self.value, self.allowed, self.related, self.note = key, value, allowed, dict(related or {}), note
+        why = ", ".join(f"{k} = {v!r}" for k, v in self.related.items())
+        why = "; ".join(x for x in (why, note) if x)
+        super().__init__(f"config: {key!r} is {value!r}; allowed values: {allowed}" + (f" ({why})" if why else ""))
+
+    def within(self, section: str) -> BadValue:
+        """The same error, its keys named from the top of the config (``warmup_epochs`` -> ``dense.warmup_epochs``)."""
+        if not section:
+            return self
+        related = {f"{section}.{k}": v for k, v in self.related.items()}
+        return BadValue(f"{section}.{self.key}", self.value, self.allowed, related, self.note)
+
+
+def _opt(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING) -> Any:
+    """A field with its help text (the scripts' ``--help`` shows it)."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
+# ---------------------------------------------------------------------------------------------
+# The sections
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (the config's ``train`` blocks map onto these)."""
+
+    epochs: int = _opt(help="total epochs of the run")
+    lr: float = _opt(help="peak learning rate (cosine to 0)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    weight_decay: float = _opt(5e-4, "L2 weight decay")
+    batch_size: int = _opt(128, "training batch size")
+    warmup_epochs: float = _opt(0, "linear warmup before the cosine, in epochs")
+    nesterov: bool = _opt(False, "Nesterov momentum")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
+            raise BadValue("warmup_epochs", self.warmup_epochs, f">= 0 and <= {self.epochs}", {"epochs": self.epochs})
+
+    def remaining(self, start_epoch: int) -> TrainConfig:
+        """The recipe of a run that starts at epoch ``start_epoch`` of this one: it trains the epochs left."""
+        return dataclasses.replace(self, epochs=self.epochs - start_epoch)
+
+
+IMP_MODES = ("ft", "reset")
+
+
+@dataclass(frozen=True)
+class ImpConfig:
+    """Iterative magnitude pruning of model A."""
+
+    train: TrainConfig = _opt(help="the recipe of each level's training")
+    mode: str = _opt("ft", "ft: fine-tune after each prune (the paper's IMP-FT); "
+                           "reset: reset the survivors to A at reset_epoch and retrain (Frankle et al.)")
+    reset_epoch: int = _opt(0, "mode reset: the epoch of dense A the survivors are reset to")
+    prune_rate: float = _opt(0.2, "fraction of the remaining prunable weights pruned per level")
+
+
+@dataclass(frozen=True)
+class WeightMatchingConfig:
+    """Git Re-Basin weight matching (coordinate descent over the permutation groups)."""
+
+    max_sweeps: int = _opt(100, "weight matching: most sweeps over the groups")
+    tol: float = _opt(1e-12, "weight matching: a sweep gaining at most this (relative) stops")
+    seed: int = _opt(0, "weight matching: seed of the order of the groups")
+
+
+@dataclass(frozen=True)
+class ActivationMatchingConfig:
+    """Activation matching (correlation of post-activation features on training data)."""
+
+    batches: int = _opt(20, "activation matching: training batches to correlate over")
+    batch_size: int = _opt(256, "activation matching: batch size")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How to run, not what to compute: changing it never changes a result.
+
+    ``device`` and ``threads`` are applied by the script (``ticketalign.cli.runtime``); the
+    training loop runs on the model's device and reads the rest."""
+
+    device: str = _opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
+    threads: int = _opt(1, "CPU threads for torch, per job")
+    amp: bool = _opt(True, "bf16 autocast (CUDA only)")
+    channels_last: bool = _opt(True, "channels-last memory format for conv nets (CUDA only)")
+    compile: bool = _opt(False, "torch.compile the model")
+    eval_every: int = _opt(1, "evaluate on the test split every N epochs (and after the last)")
+    checkpoint_every: int = _opt(5, "write a resumable checkpoint every N epochs")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = _opt(help="dataset name (see ticketalign.data.DATASETS)")
+    root: str = _opt("resources/data", "folder holding the dataset files")
+    download: bool = _opt(False, "download when missing (needs internet)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _opt(help="architecture name (see ticketalign.models.MODELS)")
+    widths: list[float] = _opt(help="width multipliers")
+    options: dict[str, Any] = _opt(help="extra keyword arguments of the model builder", factory=dict)
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    methods: list[str] = _opt(help="weight and/or activation")
+    weight: WeightMatchingConfig = _opt(factory=WeightMatchingConfig)
+    activation: ActivationMatchingConfig = _opt(factory=ActivationMatchingConfig)
+
+
+VARIANTS = ("lth", "naive", "permuted", "random")
+
+
+@dataclass(frozen=True)
+class SparseConfig:
+    train: TrainConfig = _opt(help="epochs is the total; a run from rewind epoch k trains epochs - k")
+    variants: list[str] = _opt(help="sparse runs per (pair, sparsity, k)", factory=lambda: ["lth", "naive", "permuted"])
+
+
+def sparse_run_names(variants: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(run name, variant, matching method)`` of every sparse run, in order: a permuted run per method."""
+    runs = [(v, v, "") for v in ("lth", "naive") if v in variants]
+    runs += [(f"permuted_{m}", "permuted", m) for m in methods] if "permuted" in variants else []
+    runs += [("random", "random", "")] if "random" in variants else []
+    return runs
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole config; ``rewind_epochs`` are the epochs k of dense A and B that sparse training starts from."""
+
+    name: str
+    dataset: DatasetConfig
+    model: ModelConfig
+    seed_pairs: list[list[int]]
+    dense: TrainConfig
+    imp: ImpConfig
+    sparsities: list[float]
+    rewind_epochs: list[int]
+    matching: MatchingConfig
+    sparse: SparseConfig
+    rewind_epochs_by_width: dict[str, list[int]] = field(default_factory=dict)
+    runtime: Runtime = field(default_factory=Runtime)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rewind_epochs_by_width", _rewinds_by_width(self))
+        dense_epochs, sparse_epochs = self.dense.epochs, self.sparse.train.epochs
+        epochs = {"dense.epochs": dense_epochs, "sparse.train.epochs": sparse_epochs}
+        lists = {"rewind_epochs": self.rewind_epochs}
+        lists |= {f"rewind_epochs_by_width.{w}": ks for w, ks in self.rewind_epochs_by_width.items()}
+        for key, ks in lists.items():
+            for i, k in enumerate(ks):
+                if k >= min(dense_epochs, sparse_epochs):
+                    raise BadValue(f"{key}[{i}]", k, f"0 <= k < {min(dense_epochs, sparse_epochs)}", epochs)
+        if self.imp.mode == "reset" and not self.imp.reset_epoch < dense_epochs:
+            raise BadValue("imp.reset_epoch", self.imp.reset_epoch, f"0 <= k < {dense_epochs}",
+                           {"dense.epochs": dense_epochs})
+        for i, pair in enumerate(self.seed_pairs):
+            if pair[0] == pair[1]:
+                raise ConfigError(f"config: 'seed_pairs[{i}]' is {pair}; seeds of A and B must differ")
+        try:
+            self.sparse.train.remaining(max(k for ks in lists.values() for k in ks))
+        except BadValue as err:
+            raise BadValue("sparse.train.warmup_epochs", err.value, err.allowed,
+                           note="the shortest sparse run, from the largest rewind epoch") from None
+
+
+def _rewinds_by_width(cfg: ExperimentConfig) -> dict[str, list[int]]:
+    """``rewind_epochs_by_width`` keyed by the width as paths spell it (``4`` -> ``"4"``).
+
+    YAML reads ``4:`` as an int and ``"4":`` as a string; both name model width 4.
+    """
+    widths = {f"{float(w):g}" for w in cfg.model.widths}
+    out: dict[str, list[int]] = {}
+    for key, ks in cfg.rewind_epochs_by_width.items():
+        try:
+            width = f"{float(key):g}"
+        except (TypeError, ValueError):
+            width = None
+        if width not in widths or width in out:
+            problem = "names a width twice" if width in out else "is not one of model.widths"
+            raise ConfigError(
+                f"config: 'rewind_epochs_by_width' key {key!r} {problem}; allowed keys: {', '.join(sorted(widths))}"
+            )
+        out[width] = list(ks)
+    return out
+
+
+def build(cls: type, values: Mapping[str, Any], key: str = "") -> Any:
+    """``cls`` (a section dataclass) from a config mapping, nested sections included; defaults
+    fill what ``values`` leaves out. Errors name the key from the top of the config."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            value, sub = values[f.name], hints[f.name]
+            if dataclasses.is_dataclass(sub):
+                value = build(sub, value, f"{key}.{f.name}".lstrip("."))
+            kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except BadValue as err:
+        raise err.within(key) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------------------------
+
+# old key -> (new key, what it means); a config using an old name stops with this message
+RENAMED_KEYS = {
+    ("imp", "rewind_epoch"): ("imp.reset_epoch", "the epoch IMP in mode 'reset' resets the surviving weights to"),
+}
+RENAMED_VALUES = {("imp", "mode"): {"rewind": "reset"}}
+
+
 def load_schema(path: str | Path) -> dict[str, Any]:
+    import yaml
+
     with open(path) as f:
         return yaml.safe_load(f)
 
@@ -42,6 +279,8 @@ def load_config_files(paths: list[str | Path], overrides: Mapping[str, Any] | No
     Snakemake merges ``--configfile`` on top of the Snakefile's default config.yaml, so a preset
     that leaves a key out would silently inherit the digits default; a preset must stand alone.
     """
+    import yaml
+
     cfg: dict[str, Any] = {}
     for path in paths:
         with open(path) as f:
@@ -54,6 +293,8 @@ def load_config_files(paths: list[str | Path], overrides: Mapping[str, Any] | No
 
 def _typed(value: Any) -> Any:
     """``--config`` values arrive as strings below the top level ('0.02'); read them as YAML."""
+    import yaml
+
     if isinstance(value, Mapping):
         return {k: _typed(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -67,16 +308,26 @@ def _typed(value: Any) -> Any:
 
 
 def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``config`` with defaults filled in, or raise :class:`ConfigError`."""
-    cfg = copy.deepcopy(dict(config))
+    """The config with every default filled in (a new dict), or :class:`ConfigError` naming the key."""
+    import jsonschema
+
+    _check_renamed(config)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.path), list(map(str, e.path))))
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
-        raise ConfigError(_describe(errors[0], schema))
-    _fill_defaults(cfg, schema, schema)
-    _check_semantics(cfg)
-    cfg["rewind_epochs_by_width"] = _rewinds_by_width(cfg)
-    return cfg
+        raise ConfigError(_describe(errors[0]))
+    return dataclasses.asdict(build(ExperimentConfig, copy.deepcopy(dict(config))))
+
+
+def _check_renamed(config: Mapping[str, Any]) -> None:
+    for (section, key), (new, meaning) in RENAMED_KEYS.items():
+        if isinstance(config.get(section), Mapping) and key in config[section]:
+            raise ConfigError(f"config: '{section}.{key}' was renamed '{new}' ({meaning}); rename it in your config")
+    for (section, key), renames in RENAMED_VALUES.items():
+        value = config[section].get(key) if isinstance(config.get(section), Mapping) else None
+        if isinstance(value, str) and value in renames:
+            raise ConfigError(f"config: '{section}.{key}' is {value!r}, which was renamed {renames[value]!r}; "
+                              "change it in your config")
 
 
 def _key(path) -> str:
@@ -86,7 +337,7 @@ def _key(path) -> str:
     return out or "<top level>"
 
 
-def _describe(err: jsonschema.ValidationError, schema: Mapping[str, Any]) -> str:
+def _describe(err: jsonschema.ValidationError) -> str:
     key = _key(err.absolute_path)
     v = err.validator
     if v == "additionalProperties":
@@ -100,8 +351,7 @@ def _describe(err: jsonschema.ValidationError, schema: Mapping[str, Any]) -> str
     if v == "enum":
         return f"config: {key!r} is {err.instance!r}; allowed values: {', '.join(map(str, err.validator_value))}"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        rng = _range(err.schema)
-        return f"config: {key!r} is {err.instance!r}; allowed values: {rng}"
+        return f"config: {key!r} is {err.instance!r}; allowed values: {_range(err.schema)}"
     if v == "type":
         return f"config: {key!r} is {err.instance!r}; expected type: {err.validator_value}"
     return f"config: {key!r}: {err.message}"
@@ -111,85 +361,3 @@ def _range(s: Mapping[str, Any]) -> str:
     lo = f"> {s['exclusiveMinimum']}" if "exclusiveMinimum" in s else (f">= {s['minimum']}" if "minimum" in s else "")
     hi = f"< {s['exclusiveMaximum']}" if "exclusiveMaximum" in s else (f"<= {s['maximum']}" if "maximum" in s else "")
     return " and ".join(x for x in (lo, hi) if x)
-
-
-def _resolve(node: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
-    ref = node.get("$ref")
-    if ref and ref.startswith("#/"):
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target[part]
-        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-    return node
-
-
-def _fill_defaults(obj: dict[str, Any], node: Mapping[str, Any], root: Mapping[str, Any]) -> None:
-    node = _resolve(node, root)
-    for name, sub in node.get("properties", {}).items():
-        sub = _resolve(sub, root)
-        if name not in obj and "default" in sub:
-            obj[name] = copy.deepcopy(sub["default"])
-        if isinstance(obj.get(name), dict):
-            _fill_defaults(obj[name], sub, root)
-
-
-def _check_semantics(cfg: Mapping[str, Any]) -> None:
-    dense_epochs = cfg["dense"]["epochs"]
-    sparse_epochs = cfg["sparse"]["train"]["epochs"]
-    limit = min(dense_epochs, sparse_epochs)
-    for i, k in enumerate(cfg["rewind_epochs"]):
-        if k >= limit:
-            raise ConfigError(
-                f"config: 'rewind_epochs[{i}]' is {k}; allowed values: 0 <= k < {limit} "
-                f"(dense.epochs = {dense_epochs}, sparse.train.epochs = {sparse_epochs})"
-            )
-    for key, ks in cfg.get("rewind_epochs_by_width", {}).items():
-        for i, k in enumerate(ks):
-            if k >= limit:
-                raise ConfigError(
-                    f"config: 'rewind_epochs_by_width.{key}[{i}]' is {k}; allowed values: 0 <= k < {limit} "
-                    f"(dense.epochs = {dense_epochs}, sparse.train.epochs = {sparse_epochs})"
-                )
-    imp = cfg["imp"]
-    if imp["mode"] == "rewind" and not imp["rewind_epoch"] < dense_epochs:
-        raise ConfigError(
-            f"config: 'imp.rewind_epoch' is {imp['rewind_epoch']}; "
-            f"allowed values: 0 <= k < {dense_epochs} (dense.epochs)"
-        )
-    for i, pair in enumerate(cfg["seed_pairs"]):
-        if pair[0] == pair[1]:
-            raise ConfigError(f"config: 'seed_pairs[{i}]' is {pair}; seeds of A and B must differ")
-    for key, block in (("dense", cfg["dense"]), ("imp.train", cfg["imp"]["train"])):
-        if block["warmup_epochs"] > block["epochs"]:
-            raise ConfigError(
-                f"config: '{key}.warmup_epochs' is {block['warmup_epochs']}; allowed values: <= {block['epochs']} "
-                f"({key}.epochs)"
-            )
-    ks = list(cfg["rewind_epochs"]) + [k for ks in cfg.get("rewind_epochs_by_width", {}).values() for k in ks]
-    shortest = cfg["sparse"]["train"]["epochs"] - max(ks)  # a run from k trains epochs - k
-    if cfg["sparse"]["train"]["warmup_epochs"] > shortest:
-        raise ConfigError(
-            f"config: 'sparse.train.warmup_epochs' is {cfg['sparse']['train']['warmup_epochs']}; allowed values: "
-            f"<= {shortest} (the shortest sparse run, from the largest rewind epoch)"
-        )
-
-
-def _rewinds_by_width(cfg: Mapping[str, Any]) -> dict[str, list[int]]:
-    """``rewind_epochs_by_width`` keyed by the width as paths spell it (``4`` -> ``"4"``).
-
-    YAML reads ``4:`` as an int and ``"4":`` as a string; both name model width 4.
-    """
-    widths = {f"{float(w):g}" for w in cfg["model"]["widths"]}
-    out: dict[str, list[int]] = {}
-    for key, ks in cfg.get("rewind_epochs_by_width", {}).items():
-        try:
-            width = f"{float(key):g}"
-        except (TypeError, ValueError):
-            width = None
-        if width not in widths or width in out:
-            problem = "names a width twice" if width in out else "is not one of model.widths"
-            raise ConfigError(
-                f"config: 'rewind_epochs_by_width' key {key!r} {problem}; allowed keys: {', '.join(sorted(widths))}"
-            )
-        out[width] = list(ks)
-    return out

@@ -1,8 +1,8 @@
-"""Global magnitude pruning and the IMP chain (IMP-FT and IMP with rewinding).
+"""Global magnitude pruning and the IMP chain (IMP-FT, and IMP that resets the survivors).
 
 Which weights are prunable, and how sparsity is counted, is :mod:`ticketalign.masks`'s business.
 
-IMP prunes 20% of the remaining prunable weights per level, by global magnitude (one
+IMP prunes ``imp.prune_rate`` (20%) of the remaining prunable weights per level, by global magnitude (one
 threshold across all tensors). All target sparsities share ONE chain of levels: the mask for
 target ``s`` is one capped prune from the deepest chain level that is still denser than ``s``,
 landing exactly on ``round(s * N)`` pruned weights. The weights after that capped prune are
@@ -12,8 +12,10 @@ never needed for the mask, so only the chain levels are trained: 15 for the pape
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,11 @@ import torch
 from torch import nn
 
 from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
+from ticketalign.config import ImpConfig
 from ticketalign.data import Dataset
 from ticketalign.masks import Masks, apply_masks, dense_masks, kept_count, sparsity, total_count
 from ticketalign.seeding import derive_seed
-from ticketalign.train import Runtime, TrainConfig, train
+from ticketalign.train import Runtime, TrainConfig, state_fingerprint, train
 
 
 def keep_for_sparsity(total: int, target: float) -> int:
@@ -56,12 +59,14 @@ def magnitude_prune(weights: Mapping[str, torch.Tensor], masks: Masks, keep: int
 
 @dataclass(frozen=True)
 class ImpPlan:
-    """The shared IMP chain: ``keep[L]`` weights survive at level L (level 0 is dense).
+    """The shared IMP chain: ``keep[L]`` weights survive at level L (level 0 is dense), each level
+    pruning ``rate`` of the weights the one before kept.
 
     ``targets[s] = (L, k)``: target ``s`` is one capped prune from chain level ``L`` to ``k``.
     """
 
     total: int
+    rate: float
     keep: tuple[int, ...]
     targets: dict[float, tuple[int, int]]
 
@@ -71,7 +76,7 @@ class ImpPlan:
         return max((base for base, _ in self.targets.values()), default=0)
 
 
-def plan_imp(total: int, targets: list[float], rate: float = 0.2) -> ImpPlan:
+def plan_imp(total: int, targets: list[float], rate: float = ImpConfig.prune_rate) -> ImpPlan:
     """Plan one chain of levels, each pruning ``rate`` of the remaining weights, for all targets."""
     if not 0 < rate < 1:
         raise ValueError(f"IMP prune rate must lie in (0, 1), got {rate}")
@@ -90,7 +95,7 @@ def plan_imp(total: int, targets: list[float], rate: float = 0.2) -> ImpPlan:
         k = keep_for_sparsity(total, t)
         base = max(L for L, kl in enumerate(keep) if kl > k)
         plan[t] = (base, k)
-    return ImpPlan(total=total, keep=tuple(keep), targets=plan)
+    return ImpPlan(total=total, rate=rate, keep=tuple(keep), targets=plan)
 
 
 def run_imp(
@@ -100,25 +105,26 @@ def run_imp(
     plan: ImpPlan,
     train_cfg: TrainConfig,
     seed: int,
-    fingerprint: str,
     cache_dir: str | Path,
-    rewind_state: Mapping[str, torch.Tensor] | None = None,
+    reset_state: Mapping[str, torch.Tensor] | None = None,
     runtime: Runtime = Runtime(),
     on_target: Callable[[float, Masks], None],
     log: Callable[[str], None] | None = print,
 ) -> list[dict[str, Any]]:
     """Run the IMP chain on ``model`` (trained dense A, modified in place); emit each target's mask.
 
-    IMP-FT (``rewind_state=None``): each level prunes, then fine-tunes from the pruned weights.
-    IMP with rewinding: each level prunes, resets surviving weights to ``rewind_state`` (A at
-    epoch k) and retrains. Each trained level is cached in ``cache_dir`` with ``fingerprint``
-    (what made it), so a rerun after a crash, or with one more target, trains only what is new.
+    IMP-FT (``reset_state=None``): each level prunes, then fine-tunes from the pruned weights.
+    IMP with resetting (Frankle et al.'s "rewinding"): each level prunes, resets the surviving
+    weights to ``reset_state`` (A at ``imp.reset_epoch``) and retrains. Each trained level is
+    cached in ``cache_dir`` with the fingerprint of everything that made it
+    (:func:`chain_fingerprint`), so a rerun after a crash, or with one more target, trains only
+    what is new, and a level of another recipe is never reused.
     """
     cache_dir = Path(cache_dir)
     masks = dense_masks(model)
     if total_count(masks) != plan.total:
         raise ValueError(f"plan is for {plan.total} prunable weights, model has {total_count(masks)}")
-    expect = {"fingerprint": fingerprint}
+    expect = {"fingerprint": chain_fingerprint(model, data, plan.rate, train_cfg, seed, reset_state, runtime)}
     level, levels = 0, []  # the chain's current level and the metrics of levels 1..level
     for t in sorted(plan.targets, key=lambda t: plan.targets[t][0]):
         base, keep = plan.targets[t]
@@ -137,8 +143,8 @@ def run_imp(
         while level < base:
             level += 1
             masks = magnitude_prune(dict(model.named_parameters()), masks, plan.keep[level])
-            if rewind_state is not None:
-                model.load_state_dict(rewind_state)
+            if reset_state is not None:
+                model.load_state_dict(reset_state)
             apply_masks(model, masks)
             if log:
                 log(f"level {level}: sparsity {sparsity(masks):.4f}, training {train_cfg.epochs} epochs")
@@ -151,3 +157,30 @@ def run_imp(
             ckpt.unlink(missing_ok=True)
         on_target(t, magnitude_prune(dict(model.named_parameters()), masks, keep))
     return levels
+
+
+def chain_fingerprint(
+    model: nn.Module,
+    data: Dataset,
+    rate: float,
+    train_cfg: TrainConfig,
+    seed: int,
+    reset_state: Mapping[str, torch.Tensor] | None,
+    runtime: Runtime,
+) -> str:
+    """A hash of everything that determines the chain's levels: the dense model it starts from
+    (architecture, exact weights), the data, the prune rate, the levels' recipe and seed, the
+    reset state and bf16 autocast. Not the targets: a level does not depend on them, so cached
+    levels serve every target's job."""
+    recipe = {
+        "model": type(model).__name__,
+        "dense": state_fingerprint(model.state_dict()),
+        "data": [data.name, data.num_train, data.num_classes, list(data.input_shape)],
+        "prune_rate": rate,
+        "train": asdict(train_cfg),
+        "seed": seed,
+        "reset": state_fingerprint(reset_state) if reset_state is not None else None,
+        "amp": runtime.amp,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+

@@ -140,3 +140,14 @@ def plot_accuracy(df: pd.DataFrame, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def insert_table(document: str, name: str, table: str) -> str:
+    """``document`` (e.g. README.md) with ``table`` between ``<!-- TABLE:<name>:BEGIN -->`` and
+    ``<!-- TABLE:<name>:END -->``; whatever stood between the markers is replaced."""
+    begin, end = f"<!-- TABLE:{name}:BEGIN -->", f"<!-- TABLE:{name}:END -->"
+    if document.count(begin) != 1 or document.count(end) != 1 or document.index(begin) > document.index(end):
+        raise ValueError(f"the document needs exactly one {begin} followed by one {end}")
+    head, rest = document.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{table.strip()}\n{end}{tail}"

@@ -27,42 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
+from ticketalign.config import Runtime, TrainConfig
 from ticketalign.data import Dataset
 from ticketalign.masks import Masks, apply_masks
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of one training run (the config's ``train`` blocks map onto these)."""
-
-    epochs: int
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    warmup_epochs: float = 0.0
-    nesterov: bool = False
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
-            raise ValueError(f"warmup_epochs must lie in [0, epochs={self.epochs}], got {self.warmup_epochs}")
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """How to run (not what to compute): speed and bookkeeping options; the device is the model's."""
-
-    amp: bool = True  # bf16 autocast, CUDA only
-    channels_last: bool = True  # CUDA only, conv nets
-    compile: bool = False
-    eval_every: int = 1
-    checkpoint_every: int = 5
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:

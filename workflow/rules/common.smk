@@ -5,9 +5,13 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, f"{workflow.basedir}/src")  # the library, installed or not
+# The library of this checkout, installed or not, for this file and (PYTHONPATH) for every job's
+# script: the code a rule declares as input (see lib() below) is the code that runs.
+SRC = f"{workflow.basedir}/src"
+sys.path.insert(0, SRC)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
 from snakemake.exceptions import WorkflowError
-from ticketalign.config import ConfigError, load_config_files, load_schema, validate_config
+from ticketalign.config import ConfigError, load_config_files, load_schema, sparse_run_names, validate_config
 
 try:
     # config.yaml is the default; `--configfile A [B ...]` replaces it (a preset stands alone, later
@@ -36,9 +40,9 @@ def lib(*parts):
 
 
 # what each stage computes with; the scripts themselves are inputs of their rules too
-COMMON_CODE = lib("artifacts.py", "cli.py", "data", "models", "seeding.py")
-TRAIN_CODE = lib("artifacts.py", "cli.py", "data", "models", "seeding.py", "train.py")
-# software of every rule under --use-conda (the project itself comes from src/, see scripts)
+COMMON_CODE = lib("artifacts.py", "cli.py", "config.py", "data", "models", "masks.py", "seeding.py")
+TRAIN_CODE = COMMON_CODE + lib("train.py")
+# software of every rule under --use-conda (the project itself comes from src/, see PYTHONPATH above)
 CONDA_ENV = "../envs/ticketalign.yaml"
 RUNTIME = config["runtime"]
 # Snakemake never sets CUDA_VISIBLE_DEVICES: with `--resources gpu=N` it only limits how many
@@ -67,18 +71,16 @@ SPARSITIES = [fmt(s) for s in sorted(config["sparsities"])]
 PAIRS = [tuple(p) for p in config["seed_pairs"]]
 METHODS = config["matching"]["methods"]
 VARIANTS = config["sparse"]["variants"]
-IMP_REWIND = config["imp"]["mode"] == "rewind"
+IMP_RESET = config["imp"]["mode"] == "reset"
 # rewind epochs per width: rewind_epochs unless rewind_epochs_by_width lists the width
 REWINDS_BY_WIDTH = {w: [str(k) for k in config["rewind_epochs_by_width"].get(w, config["rewind_epochs"])] for w in WIDTHS}
 # every dense run saves the union (a rule's outputs cannot depend on the width wildcard)
 SNAPSHOTS = sorted(
     {int(k) for ks in REWINDS_BY_WIDTH.values() for k in ks}
-    | ({config["imp"]["rewind_epoch"]} if IMP_REWIND else set())
+    | ({config["imp"]["reset_epoch"]} if IMP_RESET else set())
 )
-# sparse-training runs per (pair, sparsity, k): one directory each
-RUNS = [v for v in ("lth", "naive") if v in VARIANTS]
-RUNS += [f"permuted_{m}" for m in METHODS] if "permuted" in VARIANTS else []
-RUNS += ["random"] if "random" in VARIANTS else []
+# sparse-training runs per (pair, sparsity, k): one directory each (ticketalign.experiment)
+RUNS = [name for name, _, _ in sparse_run_names(VARIANTS, METHODS)]
 
 
 def seed_dir(width, seed):

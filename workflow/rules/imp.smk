@@ -8,9 +8,9 @@ rule imp:
         code=TRAIN_CODE + lib("pruning.py"),
         script=SCRIPTS / "imp.py",
         dense=f"{RESULTS}/w{{width}}/seed{{seed}}/dense/final.pt",
-        rewind=(
-            [f"{RESULTS}/w{{width}}/seed{{seed}}/dense/ep{config['imp']['rewind_epoch']}.pt"]
-            if IMP_REWIND
+        reset=(
+            [f"{RESULTS}/w{{width}}/seed{{seed}}/dense/ep{config['imp']['reset_epoch']}.pt"]
+            if IMP_RESET
             else []
         ),
         previous=previous_target_mask,
@@ -21,7 +21,7 @@ rule imp:
         dataset=f"--dataset {config['dataset']['name']}",
         train=flags(config["imp"]["train"]),
         rate=config["imp"]["prune_rate"],
-        rewind=lambda wc, input: f"--rewind-state {input.rewind[0]}" if input.rewind else "",
+        reset=lambda wc, input: f"--reset-state {input.reset[0]}" if input.reset else "",
         out_dir=lambda wc, output: Path(output.mask).parent,
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
@@ -35,5 +35,5 @@ rule imp:
         f"{RESULTS}/benchmarks/imp/w{{width}}_seed{{seed}}_s{{sp}}.tsv"
     shell:
         "python {input.script} {params.dataset} {params.model} {params.train} "
-        "--threads {threads} --seed {wildcards.seed} --dense {input.dense} {params.rewind} "
+        "--threads {threads} --seed {wildcards.seed} --dense {input.dense} {params.reset} "
         "--prune-rate {params.rate} --sparsity {wildcards.sp} --out-dir {params.out_dir} > {log} 2>&1"

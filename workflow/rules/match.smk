@@ -30,7 +30,7 @@ rule match:
 
 rule permute_mask:
     input:
-        code=lib("artifacts.py", "cli.py", "permutation/spec.py"),
+        code=lib("artifacts.py", "cli.py", "config.py", "permutation/spec.py"),
         script=SCRIPTS / "permute_mask.py",
         perms=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{m}/perm.pt" for m in METHODS],
         mask=f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{{sp}}.pt",

@@ -4,10 +4,10 @@
 rule train_sparse:
     input:
         unpack(permuted_masks),
-        code=TRAIN_CODE + lib("pruning.py"),
+        code=TRAIN_CODE + lib("pruning.py", "experiment.py"),
         script=SCRIPTS / "train_sparse.py",
-        a_init=f"{RESULTS}/w{{width}}/seed{{a}}/dense/ep{{k}}.pt",
-        b_init=f"{RESULTS}/w{{width}}/seed{{b}}/dense/ep{{k}}.pt",
+        a_rewind=f"{RESULTS}/w{{width}}/seed{{a}}/dense/ep{{k}}.pt",
+        b_rewind=f"{RESULTS}/w{{width}}/seed{{b}}/dense/ep{{k}}.pt",
         mask=f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{{sp}}.pt",
     output:
         [f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/sparse/s{{sp}}/k{{k}}/{run}/metrics.json" for run in RUNS],
@@ -32,6 +32,6 @@ rule train_sparse:
         f"{RESULTS}/benchmarks/sparse/w{{width}}_pair{{a}}-{{b}}_s{{sp}}_k{{k}}.tsv"
     shell:
         "python {input.script} {params.dataset} {params.model} {params.train} "
-        "--threads {threads} --seed {wildcards.b} --rewind-epoch {wildcards.k} --a-init {input.a_init} "
-        "--b-init {input.b_init} --mask {input.mask} {params.permuted} --variants {params.variants} "
+        "--threads {threads} --seed {wildcards.b} --rewind-epoch {wildcards.k} --a-rewind {input.a_rewind} "
+        "--b-rewind {input.b_rewind} --mask {input.mask} {params.permuted} --variants {params.variants} "
         "{params.tags} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,15 +1,13 @@
 #!/usr/bin/env python
 """Find the permutation pi of A's hidden units that aligns trained A with trained B."""
 
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the library, installed or not
-
 from ticketalign import cli
 from ticketalign.artifacts import save_artifact
+from ticketalign.config import ActivationMatchingConfig, WeightMatchingConfig
 from ticketalign.models import permutation_spec
 from ticketalign.permutation.activation_matching import activation_matching
 from ticketalign.permutation.weight_matching import weight_matching
@@ -20,11 +18,8 @@ def main() -> None:
     p.add_argument("--method", choices=["weight", "activation"], required=True)
     p.add_argument("--model-a", required=True, help="trained dense A (final.pt)")
     p.add_argument("--model-b", required=True, help="trained dense B (final.pt)")
-    p.add_argument("--max-sweeps", type=int, default=100, help="weight matching: most sweeps")
-    p.add_argument("--tol", type=float, default=1e-12, help="weight matching: relative gain that stops")
-    p.add_argument("--seed", type=int, default=0, help="weight matching: order of the groups")
-    p.add_argument("--batches", type=int, default=20, help="activation matching: training batches")
-    p.add_argument("--batch-size", type=int, default=256, help="activation matching: batch size")
+    cli.add_config_args(p, WeightMatchingConfig, "weight matching (--method weight)")
+    cli.add_config_args(p, ActivationMatchingConfig, "activation matching (--method activation)")
     p.add_argument("--out", type=Path, required=True, help="the permutation (perm.pt)")
     args = p.parse_args()
 
@@ -40,13 +35,14 @@ def main() -> None:
     spec = permutation_spec(models[0], data.input_shape)
     if args.method == "weight":
         params = [{n: t.detach() for n, t in m.named_parameters()} for m in models]
-        perm, history = weight_matching(spec, *params, max_sweeps=args.max_sweeps, tol=args.tol, seed=args.seed,
+        opts = cli.from_args(WeightMatchingConfig, args)
+        perm, history = weight_matching(spec, *params, max_sweeps=opts.max_sweeps, tol=opts.tol, seed=opts.seed,
                                         log=cli.log)
         quality = {"objective_before": history[0], "objective_after": history[-1], "sweeps": len(history) - 1}
     else:
-        batches = data.train_batches(args.batch_size, seed=0, epoch=0, augment=False)  # clean images
-        xs = (x for i, (x, _) in zip(range(args.batches), batches))
-        perm, quality = activation_matching(spec, *models, xs)
+        opts = cli.from_args(ActivationMatchingConfig, args)
+        batches = data.train_batches(opts.batch_size, seed=0, epoch=0, augment=False)  # clean images
+        perm, quality = activation_matching(spec, *models, batches, max_batches=opts.batches)
     moved = {g: float((idx != torch.arange(len(idx))).float().mean()) for g, idx in perm.items()}
     cli.log(f"{args.method} matching: {quality}; fraction of units moved per group: {moved}")
     payload = {"perm": perm, "spec": spec.to_dict()}

@@ -5,10 +5,6 @@ The permutation artifact carries the network's PermutationSpec, so no model or d
 """
 
 import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the library, installed or not
 
 from ticketalign import cli
 from ticketalign.artifacts import load_artifact, save_artifact

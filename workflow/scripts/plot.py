@@ -2,12 +2,9 @@
 """Plot test accuracy against sparsity, one line per variant, from summary.csv."""
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the library, installed or not
 
 from ticketalign.report import plot_accuracy, run_labels
 

@@ -2,10 +2,7 @@
 """Collect every sparse-training run into summary.csv and a mean ± std markdown table."""
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the library, installed or not
 
 from ticketalign.report import SUMMARY_COLUMNS, collect_runs, load_paper, markdown_table
 

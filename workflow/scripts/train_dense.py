@@ -5,10 +5,7 @@ Epoch 0 is the initialization itself, epoch k the state after exactly k full epo
 """
 
 import os
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the library, installed or not
 
 from ticketalign import cli
 from ticketalign.artifacts import save_artifact, save_json

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from ticketalign.config import WeightMatchingConfig
 from ticketalign.permutation.spec import Permutation, PermutationSpec, permute_tensor
 
 _CHUNK = 1 << 16  # elements per float64 block in _dot64 (stays in cache, no large allocation)
@@ -281,9 +282,9 @@ def weight_matching(
     params_a: Mapping[str, torch.Tensor],
     params_b: Mapping[str, torch.Tensor],
     *,
-    max_sweeps: int = 100,
-    tol: float = 1e-12,
-    seed: int = 0,
+    max_sweeps: int = WeightMatchingConfig.max_sweeps,
+    tol: float = WeightMatchingConfig.tol,
+    seed: int = WeightMatchingConfig.seed,
     init: Permutation | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[Permutation, list[float]]:
