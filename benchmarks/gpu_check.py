@@ -98,7 +98,7 @@ def workflow_config(data_root: Path, cuda: bool) -> dict:
         "matching": {"methods": ["weight", "activation"], "activation": {"batches": 4, "batch_size": 256}},
         "sparse": {"variants": ["lth", "naive", "permuted"],
                    "train": {"epochs": 4 if cuda else 2, "lr": 0.05, "batch_size": 128}},
-        "runtime": {"device": "auto"},
+        "runtime": {"device": "auto", "amp": cuda, "channels_last": cuda},  # the presets' GPU recipe
     }
 
 

@@ -136,7 +136,8 @@ def test_the_script_runs_itself_on_two_processes_when_runtime_gpus_is_2(tmp_path
                "--model-options", '{"hidden": 32}', "--epochs", "2", "--lr", "0.05", "--batch-size", "64",
                "--seed", "3", "--snapshot-epochs", "0", "1", "--out-dir", str(out), "--device", "cpu",
                "--gpus", str(gpus)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stderr
 
