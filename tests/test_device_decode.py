@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ticketalign.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
+from ticketalign.data import IMAGENET_STD, load_dataset
 from ticketalign.data.device_decode import decode_batch, eval_geometry, prepare_batch, train_geometry
 
 STD255 = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255

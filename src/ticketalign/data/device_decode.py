@@ -60,7 +60,11 @@ def decode_batch(data: Sequence[torch.Tensor], device: torch.device) -> list[tor
     """RGB uint8 images (3, H, W) on ``device``: one batched decode_jpeg call, per-image fallback."""
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
         warnings.simplefilter("ignore", DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+        return _decode(data, device)
+
+
+def _decode(data: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
     on = "cuda" if device.type == "cuda" else "cpu"
     try:
