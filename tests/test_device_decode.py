@@ -91,6 +91,9 @@ def test_geometry_is_torchvisions_under_the_samples_seed():
     chain = transforms.Compose([transforms.RandomResizedCrop(16), transforms.RandomHorizontalFlip(),
                                 transforms.PILToTensor()])
     flips = set()
+    tall = Image.fromarray(np.zeros((200, 12, 3), np.uint8))  # no box fits: torchvision's fallback
+    torch.manual_seed(7)
+    assert train_geometry(200, 12, 7)[0] == transforms.RandomResizedCrop.get_params(tall, (0.08, 1.0), (3 / 4, 4 / 3))
     for seed in range(20):
         box, flip = train_geometry(50, 70, seed)
         flips.add(flip)
@@ -131,3 +134,13 @@ def test_decode_batch_reads_jpeg_grayscale_and_png_as_rgb(tmp_path):
 def test_decode_setting_is_checked(tree):
     with pytest.raises(ValueError, match="decode is 'gpu'; allowed values: auto, device, workers"):
         dataclasses.replace(tree[0], decode="gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_nvjpeg_path_on_cuda_agrees_with_the_worker_path(tree):
+    workers, device = tree
+    cuda = device.to("cuda")
+    assert cuda.decodes_on_device and workers.to("cuda").decode == "workers"
+    (xw, yw), (xc, yc) = _epoch(workers), _epoch(cuda)
+    assert xc.device.type == "cuda" and torch.equal(yw, yc.cpu())
+    assert ((xw - xc.cpu()) * STD255).abs().mean() < 2.0  # nvJPEG's IDCT differs a little from libjpeg's

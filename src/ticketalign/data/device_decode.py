@@ -6,10 +6,10 @@ read the files' bytes; the main process hands each batch of byte strings to
 ``torchvision.io.decode_jpeg(..., device="cuda")`` (nvJPEG, one call per batch), and the random
 resized crop, the flip and the resize happen on the device, image by image (their sizes differ).
 
-The geometry is the CPU path's, exactly: each training sample's crop box and flip are drawn by
-torchvision's own ``RandomResizedCrop.get_params`` and ``RandomHorizontalFlip`` draw under the
-sample's seed, as the workers' PIL transform does, so both paths crop the same box of the same
-image and flip the same samples; they differ only in the JPEG decoder and the resampling filter
+The geometry is the CPU path's, exactly: each training sample's crop box and flip are the draws
+torchvision's ``RandomResizedCrop`` and ``RandomHorizontalFlip`` make under the sample's seed,
+as in the workers' PIL transform, so both paths crop the same box of the same image and flip
+the same samples; they differ only in the JPEG decoder and the resampling filter
 (antialiased bilinear in both, PIL's vs torch's). Every function takes tensors on any device,
 so the CPU test suite runs this path too (decode on the CPU with the same call).
 
@@ -19,6 +19,7 @@ fall back to the CPU decoder, one image at a time.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,17 +83,30 @@ def _decode(data: Sequence[torch.Tensor], device: torch.device) -> list[torch.Te
 def train_geometry(height: int, width: int, seed: int) -> tuple[tuple[int, int, int, int], bool]:
     """``((top, left, h, w), flip)`` of a training sample: the crop box and flip that the worker
     path's ``RandomResizedCrop`` + ``RandomHorizontalFlip`` draw for an image of this size under
-    ``seed`` (torchvision's own code, under the same seed; the caller's RNG state is restored)."""
-    from torchvision.transforms import RandomResizedCrop
-
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        box = RandomResizedCrop.get_params(torch.empty(1).expand(1, height, width), CROP_SCALE, CROP_RATIO)
-        flip = bool(torch.rand(1) < 0.5)
-    finally:
-        torch.set_rng_state(state)
-    return tuple(int(v) for v in box), flip
+    ``seed``. The same draws as torchvision's ``get_params`` (a test holds them equal), made from
+    a generator of their own: seeding torch's global RNG would also reseed CUDA's."""
+    gen = torch.Generator().manual_seed(seed)
+    area = height * width
+    log_lo, log_hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(CROP_SCALE[0], CROP_SCALE[1], generator=gen).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_lo, log_hi, generator=gen).item())
+        w, h = int(round(math.sqrt(target_area * aspect))), int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=gen).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=gen).item())
+            break
+    else:  # no box fits in 10 tries: the central crop at the nearest allowed aspect ratio
+        ratio = width / height
+        if ratio < min(CROP_RATIO):
+            w, h = width, int(round(width / min(CROP_RATIO)))
+        elif ratio > max(CROP_RATIO):
+            h, w = height, int(round(height * max(CROP_RATIO)))
+        else:
+            w, h = width, height
+        top, left = (height - h) // 2, (width - w) // 2
+    flip = bool(torch.rand(1, generator=gen) < 0.5)
+    return (top, left, h, w), flip
 
 
 def resized_crop(image: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int, int],
