@@ -5,6 +5,7 @@ reordering, the history identical on both ranks, the checkpoint one that a singl
 resumes, and only rank 0 may write files.
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from ticketalign.artifacts import load_artifact
+from ticketalign.data import InMemoryDataset, load_dataset
 from ticketalign.distributed import Replicas
 from ticketalign.masks import dense_masks
 from ticketalign.models import build_model
@@ -119,14 +121,31 @@ def test_two_processes_train_what_one_process_trains(digits, tmp_path):
 
 def test_shares_of_a_global_batch_are_its_slices_with_weights_summing_to_the_world():
     x, y = torch.arange(14.0).view(7, 2), torch.arange(7)
-    shares = [list(Replicas(r, 3).batches(iter([(x, y)]), 7, 8)) for r in range(3)]
-    got = torch.cat([s[0][0][1] for s in shares])
-    assert torch.equal(got, y)  # together the shares are the global batch, in order
+    data = InMemoryDataset("toy", x, y, x, y, 7)
+    shares = [list(Replicas(r, 3).train_batches(data, 8, seed=0, epoch=0)) for r in range(3)]
+    (whole, _), = list(Replicas().train_batches(data, 8, seed=0, epoch=0))
+    assert torch.equal(torch.cat([s[0][0][1] for s in shares]), whole[1])  # together: the global batch, in order
     weights = [s[0][1] for s in shares]
     assert sum(weights) == pytest.approx(3) and weights == pytest.approx([9 / 7, 6 / 7, 6 / 7])
-    assert list(Replicas().batches(iter([(x, y)]), 7, 8))[0][1] == 1.0
-    with pytest.raises(RuntimeError, match="cannot be shared by 3 processes"):
-        list(Replicas(0, 3).batches(iter([(x[:2], y[:2])]), 2, 8))
+    with pytest.raises(RuntimeError, match="last batch of 1 samples cannot be shared by 3 processes"):
+        list(Replicas(0, 3).train_batches(data, 3, seed=0, epoch=0))
+
+
+def test_imagenet_shards_are_cut_before_decoding_and_make_up_the_global_batch(tmp_path):
+    from test_device_decode import _write_tree
+
+    _write_tree(tmp_path)
+    data = dataclasses.replace(load_dataset("imagenet", root=tmp_path, num_workers=0), image_size=16, resize_size=20)
+    for decode in ("workers", "device"):
+        d = dataclasses.replace(data, decode=decode)
+        whole = list(d.train_batches(5, seed=1, epoch=0))  # 8 images: batches of 5 and 3
+        shares = [list(Replicas(r, 2).train_batches(d, 5, seed=1, epoch=0)) for r in range(2)]
+        assert [len(b[0][1]) for b in shares[0]] == [3, 2] and [len(b[0][1]) for b in shares[1]] == [2, 1]
+        assert [w for _, w in shares[0]] == pytest.approx([6 / 5, 4 / 3])
+        for i, (x, y) in enumerate(whole):
+            torch.testing.assert_close(torch.cat([shares[r][i][0][0] for r in range(2)]), x)
+            assert torch.equal(torch.cat([shares[r][i][0][1] for r in range(2)]), y)
+        assert len(list(d.test_batches(3))) == 2  # evaluation is never sharded
 
 
 def test_the_script_runs_itself_on_two_processes_when_runtime_gpus_is_2(tmp_path):

@@ -26,6 +26,8 @@ Evaluation runs on every process over the whole test split (no communication, sa
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -37,7 +39,7 @@ import torch
 from torch import nn
 
 from ticketalign import gpu
-from ticketalign.data import Batch
+from ticketalign.data import Batch, Dataset
 
 #: what torchrun sets in each process it starts
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -195,18 +197,29 @@ class Replicas:
             return DistributedDataParallel(model, device_ids=[device])
         return DistributedDataParallel(model)
 
-    def batches(self, batches: Iterator[Batch], num_train: int, batch_size: int) -> Iterator[tuple[Batch, float]]:
-        """This process's slice of each global batch, with its loss weight (module docstring)."""
+    def train_batches(self, data: Dataset, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[Batch, float]]:
+        """This process's share of each global training batch, with its loss weight (module docstring).
+
+        A dataset with a ``shard`` field (ImageNet) cuts each global batch before decoding it;
+        any other is sliced after gathering (in-memory batches are cheap to gather)."""
+        batches = data.train_batches(batch_size, seed=seed, epoch=epoch)
         if self.world == 1:
             for batch in batches:
                 yield batch, 1.0
             return
+        n = data.num_train
+        last = n - (math.ceil(n / batch_size) - 1) * batch_size
+        if last < self.world:
+            raise RuntimeError(f"the last batch of {last} samples cannot be shared by {self.world} processes; "
+                               f"choose a batch size that leaves at least {self.world} samples in the last "
+                               f"batch ({n} training samples, batch {batch_size})")
+        if dataclasses.is_dataclass(data) and hasattr(data, "shard"):
+            local = dataclasses.replace(data, shard=(self.rank, self.world))
+            for i, (x, y) in enumerate(local.train_batches(batch_size, seed=seed, epoch=epoch)):
+                yield (x, y), self.world * len(y) / min(batch_size, n - i * batch_size)
+            return
         for x, y in batches:
             n_global = len(y)
-            if n_global < self.world:
-                raise RuntimeError(f"a batch of {n_global} samples cannot be shared by {self.world} processes; "
-                                   f"choose a batch size and dataset size ({num_train}) that leave at least "
-                                   f"{self.world} samples in the last batch of {batch_size}")
             x, y = x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
             yield (x, y), self.world * len(y) / n_global
 

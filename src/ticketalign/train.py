@@ -160,8 +160,7 @@ def train(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        batches = data.train_batches(cfg.batch_size, seed=seed, epoch=epoch)
-        for (x, y), weight in replicas.batches(batches, data.num_train, cfg.batch_size):
+        for (x, y), weight in replicas.train_batches(data, cfg.batch_size, seed=seed, epoch=epoch):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if runtime.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -90,6 +90,9 @@ class ImageFolderDataset:
     #: where JPEGs are decoded and cropped: "device" (the training device, nvJPEG on CUDA),
     #: "workers" (PIL in the DataLoader workers), "auto" (device on CUDA, else workers)
     decode: str = "auto"
+    #: ``(rank, world)``: training batches are this process's slice of each global batch, cut
+    #: before decoding (ticketalign.distributed); evaluation always covers the whole split
+    shard: tuple[int, int] = (0, 1)
 
     def __post_init__(self) -> None:
         if self.decode not in ("auto", "device", "workers"):
@@ -127,6 +130,18 @@ class ImageFolderDataset:
             ops = [transforms.Resize(self.resize_size), transforms.CenterCrop(self.image_size)]
         return transforms.Compose([*ops, transforms.PILToTensor()])
 
+    def _batch_keys(self, keys: list, batch_size: int, sharded: bool) -> list[list]:
+        """The keys of each batch: of each global batch, this process's share (as ``tensor_split``
+        would cut the batch, so the shares concatenate to it) when ``sharded``."""
+        rank, world = self.shard if sharded else (0, 1)
+        out = []
+        for start in range(0, len(keys), batch_size):
+            chunk = keys[start : start + batch_size]
+            size, extra = divmod(len(chunk), world)
+            lo = rank * size + min(rank, extra)
+            out.append(chunk[lo : lo + size + (rank < extra)])
+        return out
+
     @property
     def decodes_on_device(self) -> bool:
         return self.decode == "device" or (self.decode == "auto" and self.device.type == "cuda")
@@ -139,8 +154,7 @@ class ImageFolderDataset:
             return
         loader = DataLoader(
             _SeededSamples(folder, self._transform(train)),
-            batch_size=batch_size,
-            sampler=keys,
+            batch_sampler=self._batch_keys(keys, batch_size, sharded=folder is self.train_folder),
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(seed),  # leaves torch's global RNG alone
@@ -157,7 +171,8 @@ class ImageFolderDataset:
 
         from ticketalign.data.device_decode import RawSamples, collate_raw, decode_batch, prepare_batch
 
-        loader = DataLoader(RawSamples(folder), batch_size=batch_size, sampler=keys, num_workers=self.num_workers,
+        batches = self._batch_keys(keys, batch_size, sharded=folder is self.train_folder)
+        loader = DataLoader(RawSamples(folder), batch_sampler=batches, num_workers=self.num_workers,
                             collate_fn=collate_raw, generator=torch.Generator().manual_seed(seed))
         mean = channel_stats(self.mean).to(self.device)
         std = channel_stats(self.std).to(self.device)
