@@ -143,7 +143,7 @@ def main() -> None:
         if not cuda:
             cmd += ["tests/test_gpu.py"]
             skipped.append("tests: only the GPU slot tests (the CUDA-only tests need a GPU)")
-        status, sec, text = run_step("tests", cmd, args.out, timeout=180, env=env)
+        status, sec, text = run_step("tests", cmd, args.out, timeout=240, env=env)
         summary = next((line.strip("= ") for line in reversed(text.splitlines()) if " passed" in line or
                         " failed" in line), "no summary line")
         rows.append(("tests", status, sec, summary))

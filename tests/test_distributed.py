@@ -172,3 +172,17 @@ def test_the_script_runs_itself_on_two_processes_when_runtime_gpus_is_2(tmp_path
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["test_acc"] == pytest.approx(json.loads((tmp_path / "one" / "metrics.json").read_text())["test_acc"],
                                                 abs=0.2)
+
+
+def test_slurm_tasks_form_the_group_only_when_the_job_asked_for_several_gpus(monkeypatch):
+    from ticketalign import distributed
+
+    monkeypatch.setattr(os, "environ", {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "1",
+                                        "SLURM_JOB_ID": "4242", "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.5"})
+    assert not distributed.launched()  # a one-GPU job inside a multi-task allocation stays alone
+    assert distributed.launched(slurm=True)
+    distributed._env_from_slurm()
+    assert {k: os.environ[k] for k in distributed.TORCHRUN_ENV} == {
+        "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.5", "MASTER_PORT": "24242"}
+    monkeypatch.setattr(os, "environ", {"WORLD_SIZE": "1"})
+    assert not distributed.launched(slurm=True)

@@ -123,12 +123,15 @@ def runtime(args: argparse.Namespace) -> tuple[Runtime, torch.device]:
     those processes (or of G SLURM tasks) joins the group here and gets its own GPU."""
     rt = from_args(Runtime, args)
     torch.set_num_threads(max(1, rt.threads))
-    if rt.gpus > 1 and not distributed.launched():
+    if distributed.launched(slurm=rt.gpus > 1):
+        device = distributed.setup(rt.device)
+        if distributed.world_size() != rt.gpus:
+            raise RuntimeError(f"this job runs as {distributed.world_size()} processes but runtime.gpus is {rt.gpus}; "
+                               "start as many processes (torchrun --nproc_per_node, srun --ntasks) as runtime.gpus")
+    elif rt.gpus > 1:
         env = distributed.claim_gpus(rt.gpus, rt.device, log=log)
         log(f"starting {rt.gpus} processes (DistributedDataParallel) {env or ''}")
         sys.exit(distributed.launch(rt.gpus, env=env))
-    if distributed.launched():
-        device = distributed.setup(rt.device)
     else:  # on a multi-GPU machine: a free GPU (or a share of one), claimed
         device = select_device(rt.device, jobs_per_gpu=rt.jobs_per_gpu, log=log)
     log(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")

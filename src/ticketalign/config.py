@@ -129,7 +129,8 @@ class Runtime:
     channels_last: bool = _opt(False, "channels-last memory format for conv nets (fast on CUDA; on CPU for testing)")
     compile: bool = _opt(False, "torch.compile the model (on CPU for testing; slow to start)")
     jobs_per_gpu: int = _opt(1, "concurrent jobs that share one GPU (--resources gpu= then counts these slots)")
-    gpus: int = _opt(1, "GPUs per training job: more than 1 runs it with DistributedDataParallel (torchrun)")
+    gpus: int = _opt(1, "GPUs per training job: more than 1 runs it with DistributedDataParallel (torchrun); "
+                        "with device cpu, processes (for testing)")
     eval_every: int = _opt(1, "evaluate on the test split every N epochs (and after the last)")
     checkpoint_every: int = _opt(5, "write a resumable checkpoint every N epochs")
 

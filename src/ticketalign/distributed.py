@@ -62,11 +62,13 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def launched() -> bool:
-    """True when this process is one of several started by torchrun or SLURM for one job."""
+def launched(slurm: bool = False) -> bool:
+    """True when this process is one of several started by torchrun (or, with ``slurm``, by
+    ``srun --ntasks G``) for one job. SLURM's variables count only when the job asked for
+    several GPUs: every process of an allocation inherits them, a one-GPU job included."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return True
-    return "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    return slurm and "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1
 
 
 def launch(processes: int, argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
