@@ -8,7 +8,8 @@ loop asks :class:`Replicas` for three things only:
 
 * its share of every *global* batch: the loop still draws ``train_batches(batch_size, seed,
   epoch)``, so the global batch, the data order and the augmentation stay pure functions of
-  ``(seed, epoch)``; process ``r`` of ``G`` keeps the ``r``-th of ``G`` near-equal slices;
+  ``(seed, epoch)``; process ``r`` of ``G`` keeps the ``r``-th of ``G`` near-equal slices
+  (ImageNet cuts its keys before decoding, so each GPU decodes only its own share);
 * a loss weight ``G * n_local / n_global``: DistributedDataParallel averages gradients over the
   processes, so the weighted local means sum to the mean over the global batch, exactly the
   one-process gradient (up to float reordering), even when the last batch does not split evenly;
@@ -18,7 +19,7 @@ BatchNorm: on CUDA the model's BatchNorm layers become SyncBatchNorm, whose batc
 cover the global batch as on one GPU. PyTorch has no SyncBatchNorm on the CPU, so a
 multi-process CPU run (gloo, for testing) normalizes a BN net over each process's slice.
 
-Files: only rank 0 writes artifacts (:func:`is_main`, checked by ``ticketalign.artifacts``);
+Files: only rank 0 writes artifacts (:func:`is_main`; ``ticketalign.artifacts`` makes the same check);
 checkpoints and resume are those of one process, since every process holds the same state.
 Evaluation runs on every process over the whole test split (no communication, same numbers).
 """
