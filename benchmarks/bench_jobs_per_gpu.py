@@ -8,6 +8,10 @@ ResNet20, train one warmup epoch, wait for a common start time, then train ``--e
 epochs with ticketalign's training loop. Total samples/s = all timed samples / (last finish -
 common start). Process start-up and warmup are outside the timed window.
 
+Each worker first claims its share of the device through the slot claimer the pipeline's jobs
+use (``ticketalign.gpu.claim_slot`` with ``per_gpu = N``, keyed by the GPU's UUID, locks in a
+folder of this run), so N jobs sharing one GPU is exercised as ``runtime.jobs_per_gpu = N`` runs it.
+
   python benchmarks/bench_jobs_per_gpu.py --device cuda --jobs 1 2 4
   python benchmarks/bench_jobs_per_gpu.py --device cpu --jobs 1 2 --images 512   # logic only
 """
@@ -18,6 +22,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,11 +36,14 @@ def worker(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(HERE))
     from bench_train import NO_EVAL, cifar_shaped, sync
 
+    from ticketalign import gpu
     from ticketalign.models import build_model
     from ticketalign.train import Runtime, TrainConfig, train
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    key = gpu.device_keys(torch.cuda.device_count())[device.index or 0] if device.type == "cuda" else "cpu"
+    slot = gpu.claim_slot([key or "gpu"], args.lock_dir, per_gpu=args.jobs, timeout=args.startup_seconds)
     data = cifar_shaped(args.images, 256, device, seed=args.worker_id)
     runtime = Runtime(amp=args.amp, channels_last=device.type == "cuda", eval_every=NO_EVAL)
     model = build_model("resnet20", (3, 32, 32), 10, width=args.width, seed=args.worker_id).to(device)
@@ -48,15 +56,17 @@ def worker(args: argparse.Namespace) -> None:
           runtime=runtime, log=None)
     sync(device)
     print(json.dumps({"worker": args.worker_id, "samples": args.images * args.epochs, "start": t0,
-                      "end": time.time()}), flush=True)
+                      "end": time.time(), "slot": slot.share}), flush=True)
 
 
 def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
     """Run ``n`` workers at once; total and per-job samples/s over the common timed window."""
     start_at = time.time() + args.startup_seconds
+    lock_dir = tempfile.mkdtemp(prefix="bench-jobs-per-gpu-")
     cmd = [sys.executable, __file__, "--worker", "--device", args.device, "--images", str(args.images),
            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--width", str(args.width),
-           "--threads", str(args.threads), "--start-at", str(start_at), "--amp", str(int(args.amp))]
+           "--threads", str(args.threads), "--start-at", str(start_at), "--amp", str(int(args.amp)),
+           "--jobs", str(n), "--lock-dir", lock_dir, "--startup-seconds", str(args.startup_seconds)]
     procs = [subprocess.Popen([*cmd, "--worker-id", str(i)], stdout=subprocess.PIPE, text=True) for i in range(n)]
     rows = []
     for p in procs:
@@ -64,6 +74,8 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
         if p.returncode != 0:
             raise SystemExit(f"worker failed (rc {p.returncode}); N={n}")
         rows.append(json.loads(out.strip().splitlines()[-1]))
+    if sorted(r["slot"] for r in rows) != list(range(n)):
+        raise SystemExit(f"the slot claimer gave N={n} jobs the slots {sorted(r['slot'] for r in rows)}")
     late = [r for r in rows if r["start"] > start_at + 1.0]
     if late:
         print(f"  warning: {len(late)} of {n} workers started their timed epochs late; raise --startup-seconds")
@@ -87,9 +99,11 @@ def main() -> None:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--lock-dir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.amp = bool(args.amp)
     if args.worker:
+        args.jobs = args.jobs[0]
         worker(args)
         return
     print(f"ResNet20 x{args.width:g}, {args.images:,} images/job, {args.epochs} timed epochs, batch "

@@ -9,6 +9,9 @@ On a machine with CUDA (about 6-8 minutes on one H100/H200, no download):
   4. train      bench_train.py on the GPU: train() vs a bare loop, fp32 vs bf16, eager vs
                 torch.compile for ResNet20 x1 and x4, GPU-resident data vs a DataLoader
   5. jobs       bench_jobs_per_gpu.py: total samples/s of 1, 2, 4 concurrent ResNet20 x1 jobs
+                (each job claims a jobs_per_gpu slot of the GPU through ticketalign.gpu)
+  6. imagenet   bench_imagenet_input.py: images/s of ImageNet input, JPEGs decoded on the GPU
+                vs PIL in DataLoader workers (2,048 ImageNet-sized JPEGs written here)
 Correctness first: if the time runs out, the benchmarks are what is lost.
 Without CUDA it runs a reduced version of each step on the CPU and says what it skipped, so the
 script itself stays tested.
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("env", "tests", "workflow", "train", "jobs")
+STEPS = ("env", "tests", "workflow", "train", "jobs", "imagenet")
 
 
 def run_step(name: str, cmd: list[str], out: Path, timeout: int, cwd: Path = ROOT,
@@ -98,7 +101,7 @@ def workflow_config(data_root: Path, cuda: bool) -> dict:
         "matching": {"methods": ["weight", "activation"], "activation": {"batches": 4, "batch_size": 256}},
         "sparse": {"variants": ["lth", "naive", "permuted"],
                    "train": {"epochs": 4 if cuda else 2, "lr": 0.05, "batch_size": 128}},
-        "runtime": {"device": "auto"},
+        "runtime": {"device": "auto", "amp": cuda, "channels_last": cuda},  # the presets' GPU recipe
     }
 
 
@@ -140,7 +143,7 @@ def main() -> None:
         if not cuda:
             cmd += ["tests/test_gpu.py"]
             skipped.append("tests: only the GPU slot tests (the CUDA-only tests need a GPU)")
-        status, sec, text = run_step("tests", cmd, args.out, timeout=180, env=env)
+        status, sec, text = run_step("tests", cmd, args.out, timeout=240, env=env)
         summary = next((line.strip("= ") for line in reversed(text.splitlines()) if " passed" in line or
                         " failed" in line), "no summary line")
         rows.append(("tests", status, sec, summary))
@@ -195,6 +198,18 @@ def main() -> None:
         status, sec, text = run_step("jobs", cmd, args.out, timeout=150, env=env)
         tables.append(("jobs", table_lines(text)))
         rows.append(("jobs", status, sec, "see table"))
+
+    if "imagenet" not in args.skip:
+        cmd = [py, "benchmarks/bench_imagenet_input.py"]
+        if cuda:
+            cmd += ["--device", "cuda", "--images", "2048", "--workers", "4", "8", "16", "--epochs", "2"]
+        else:
+            cmd += ["--device", "cpu", "--images", "64", "--workers", "2", "--read-workers", "1", "--batch-size",
+                    "32", "--epochs", "1"]
+            skipped.append("imagenet: CPU, 64 JPEGs, decode on the CPU (checks the benchmark runs, not a GPU figure)")
+        status, sec, text = run_step("imagenet", cmd, args.out, timeout=150, env=env)
+        tables.append(("imagenet", table_lines(text)))
+        rows.append(("imagenet", status, sec, "see table"))
 
     lines = ["| step | status | seconds | figures |", "|---|---|---|---|"]
     lines += [f"| {s} | {st} | {sec:.0f} | {fig} |" for s, st, sec, fig in rows]

@@ -123,3 +123,74 @@ def test_without_uuids_a_scheduler_allocation_is_not_locked_by_index(fake_cuda, 
     assert gpu.select_device("auto") == torch.device("cuda", 0)
     assert gpu.select_device("auto") == torch.device("cuda", 1)
     assert sorted(p.name for p in _lock_dir.iterdir()) == ["ticketalign-gpu-2.lock", "ticketalign-gpu-3.lock"]
+
+
+def test_jobs_per_gpu_spreads_jobs_before_sharing_a_gpu(fake_cuda, _lock_dir):
+    fake_cuda.count = 2
+    devices = [gpu.select_device("auto", jobs_per_gpu=2) for _ in range(4)]
+    assert devices == [torch.device("cuda", i) for i in (0, 1, 0, 1)]  # every GPU gets a job before any gets two
+    assert [(s.index, s.share) for s in gpu._HELD] == [(0, 0), (1, 0), (0, 1), (1, 1)]
+    assert sorted(p.name for p in _lock_dir.iterdir()) == [
+        "ticketalign-gpu-GPU-fake-0000.lock",
+        "ticketalign-gpu-GPU-fake-0000.slot1.lock",
+        "ticketalign-gpu-GPU-fake-0001.lock",
+        "ticketalign-gpu-GPU-fake-0001.slot1.lock",
+    ]
+    with pytest.raises(TimeoutError, match=r"all 2 GPUs x 2 slots stayed claimed"):
+        gpu.select_device("auto", jobs_per_gpu=2, poll_seconds=0.01, timeout=0.05)  # a fifth job waits
+    gpu._HELD[1].release()  # GPU 1's first job ends: the next job goes there
+    assert gpu.select_device("auto", jobs_per_gpu=2) == torch.device("cuda", 1)
+
+
+def test_one_job_per_gpu_is_the_default_and_uses_the_same_locks_as_before(fake_cuda, _lock_dir):
+    fake_cuda.count = 2
+    assert [gpu.select_device("auto") for _ in range(2)] == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    assert gpu.try_claim(["GPU-fake-0000", "GPU-fake-0001"]) is None
+    with pytest.raises(ValueError, match="at least 1"):
+        gpu.try_claim(["a"], per_gpu=0)
+
+
+def test_jobs_per_gpu_slots_are_shared_with_other_processes(_lock_dir):
+    """Another process holding one GPU's first slot: this one takes the other GPU, then the second slot."""
+    holder = "import sys; from ticketalign import gpu; s = gpu.try_claim(['a', 'b'], per_gpu=2); " \
+             "print(s.index, s.share, flush=True); sys.stdin.read()"
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().split() == ["0", "0"]
+        mine = [gpu.try_claim(["a", "b"], per_gpu=2) for _ in range(3)]
+        assert [(s.index, s.share) for s in mine[:2]] == [(1, 0), (0, 1)] and mine[2].share == 1
+        assert gpu.try_claim(["a", "b"], per_gpu=2) is None
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert (s := gpu.try_claim(["a", "b"], per_gpu=2)) is not None and (s.index, s.share) == (0, 0)
+
+
+def test_a_multi_gpu_job_claims_whole_gpus_all_at_once(fake_cuda, _lock_dir):
+    from ticketalign.distributed import claim_gpus
+
+    assert claim_gpus(2, "cpu") == {} and claim_gpus(2, "cuda:1") == {}  # nothing to choose
+    first = claim_gpus(2, "auto")
+    assert first == {"CUDA_VISIBLE_DEVICES": "GPU-fake-0000,GPU-fake-0001"}
+    assert claim_gpus(2, "auto") == {"CUDA_VISIBLE_DEVICES": "GPU-fake-0002,GPU-fake-0003"}
+    # all four taken; one frees up, then another: the claim waits for two, holding none meanwhile
+    held = {s.key: s for s in gpu._HELD}
+    threading.Timer(0.2, held["GPU-fake-0001"].release).start()
+    threading.Timer(0.4, held["GPU-fake-0003"].release).start()
+    messages = []
+    t0 = time.monotonic()
+    assert claim_gpus(2, "auto", log=messages.append, poll_seconds=0.05) == {
+        "CUDA_VISIBLE_DEVICES": "GPU-fake-0001,GPU-fake-0003"}
+    assert time.monotonic() - t0 > 0.35 and "waiting for 2 free GPUs of 4" in messages[0]
+    with pytest.raises(RuntimeError, match="only 4 GPUs are visible"):
+        claim_gpus(5, "auto")
+    fake_cuda.count = 2
+    assert claim_gpus(2, "auto") == {}  # exactly the job's GPUs visible: a scheduler chose them
+
+
+def test_several_gpus_per_job_and_several_jobs_per_gpu_do_not_mix():
+    from ticketalign.config import ConfigError, Runtime
+
+    assert Runtime(gpus=2).jobs_per_gpu == 1 and Runtime(jobs_per_gpu=4).gpus == 1
+    with pytest.raises(ConfigError, match="'jobs_per_gpu' is 2; allowed values: 1 when gpus > 1"):
+        Runtime(gpus=2, jobs_per_gpu=2)

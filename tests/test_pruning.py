@@ -82,7 +82,8 @@ def test_imp_lands_exactly_on_each_target_with_nested_masks(digits, tmp_path, mo
         next(dense.parameters()).add_(1e-3)
     other_state = {n: t + 1e-3 if t.is_floating_point() else t for n, t in snaps[1].items()}
     others = [{"train_cfg": TrainConfig(epochs=1, lr=0.02)}, {"seed": 1}, {"plan": plan_imp(total, targets, 0.3)},
-              {"reset_state": None if mode == "reset" else snaps[1]}, {"runtime": Runtime(amp=False)}, {"model": dense}]
+              {"reset_state": None if mode == "reset" else snaps[1]}, {"runtime": Runtime(amp=not Runtime().amp)},
+              {"model": dense}]
     if mode == "reset":
         others.append({"reset_state": other_state})
     for i, change in enumerate(others):

@@ -24,6 +24,8 @@ class ArtifactError(ValueError):
 
 
 def _atomic_write(path: str | os.PathLike, write) -> None:
+    if not _writes_files():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -37,6 +39,13 @@ def _atomic_write(path: str | os.PathLike, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _writes_files() -> bool:
+    """In a multi-GPU job every process holds the same state: only rank 0 writes it
+    (:mod:`ticketalign.distributed`), so no two processes race on one file."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def save_artifact(path: str | os.PathLike, kind: str, data: Any, **meta: Any) -> None:

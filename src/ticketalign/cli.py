@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ticketalign import distributed
 from ticketalign.artifacts import load_artifact
 from ticketalign.config import Runtime, TrainConfig
 from ticketalign.data import Dataset, load_dataset
@@ -115,12 +116,31 @@ def train_config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
 
 
 def runtime(args: argparse.Namespace) -> tuple[Runtime, torch.device]:
-    """Apply thread settings and resolve the device; returns the Runtime for train()."""
+    """Apply thread settings and resolve the device; returns the Runtime for train().
+
+    With ``runtime.gpus`` G > 1 this process claims G GPUs, reruns the script as G processes
+    under torchrun and exits with their exit code (:mod:`ticketalign.distributed`); each of
+    those processes (or of G SLURM tasks) joins the group here and gets its own GPU."""
     rt = from_args(Runtime, args)
     torch.set_num_threads(max(1, rt.threads))
-    device = select_device(rt.device, log=log)  # on a multi-GPU machine: a free GPU, claimed
+    if distributed.launched(slurm=rt.gpus > 1):
+        device = distributed.setup(rt.device)
+        if distributed.world_size() != rt.gpus:
+            raise RuntimeError(f"this job runs as {distributed.world_size()} processes but runtime.gpus is {rt.gpus}; "
+                               "start as many processes (torchrun --nproc_per_node, srun --ntasks) as runtime.gpus")
+    elif rt.gpus > 1:
+        env = distributed.claim_gpus(rt.gpus, rt.device, log=log)
+        log(f"starting {rt.gpus} processes (DistributedDataParallel) {env or ''}")
+        sys.exit(distributed.launch(rt.gpus, env=env))
+    else:  # on a multi-GPU machine: a free GPU (or a share of one), claimed
+        device = select_device(rt.device, jobs_per_gpu=rt.jobs_per_gpu, log=log)
     log(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
     return rt, device
+
+
+def is_main() -> bool:
+    """False in the processes of a multi-GPU job other than rank 0: they write nothing."""
+    return distributed.is_main()
 
 
 def dataset(args: argparse.Namespace, device: torch.device) -> Dataset:
@@ -148,5 +168,8 @@ def load_model_state(path: str, args: argparse.Namespace) -> dict[str, torch.Ten
 
 
 def log(msg: str) -> None:
-    """Progress line with a timestamp, to stderr (Snakemake rules send it to the rule's log)."""
+    """Progress line with a timestamp, to stderr (Snakemake rules send it to the rule's log);
+    in a multi-GPU job only rank 0 logs, every process holding the same numbers."""
+    if not distributed.is_main():
+        return
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -117,16 +117,27 @@ class ActivationMatchingConfig:
 class Runtime:
     """How to run, not what to compute: changing it never changes a result.
 
-    ``device`` and ``threads`` are applied by the script (``ticketalign.cli.runtime``); the
-    training loop runs on the model's device and reads the rest."""
+    ``device``, ``threads``, ``jobs_per_gpu`` and ``gpus`` are applied by the script
+    (``ticketalign.cli.runtime``); the training loop runs on the model's device and reads the rest.
+    ``amp``, ``channels_last`` and ``compile`` are honoured on every device, so the CUDA recipe
+    runs in the CPU test suite; they default to off, so the embedded default computes in fp32
+    everywhere, and the GPU presets turn them on."""
 
     device: str = _opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     threads: int = _opt(1, "CPU threads for torch, per job")
-    amp: bool = _opt(True, "bf16 autocast (CUDA only)")
-    channels_last: bool = _opt(True, "channels-last memory format for conv nets (CUDA only)")
-    compile: bool = _opt(False, "torch.compile the model")
+    amp: bool = _opt(False, "bf16 autocast on any device (fast on CUDA; on CPU for testing the recipe)")
+    channels_last: bool = _opt(False, "channels-last memory format for conv nets (fast on CUDA; on CPU for testing)")
+    compile: bool = _opt(False, "torch.compile the model (on CPU for testing; slow to start)")
+    jobs_per_gpu: int = _opt(1, "concurrent jobs that share one GPU (--resources gpu= then counts these slots)")
+    gpus: int = _opt(1, "GPUs per training job: more than 1 runs it with DistributedDataParallel (torchrun); "
+                        "with device cpu, processes (for testing)")
     eval_every: int = _opt(1, "evaluate on the test split every N epochs (and after the last)")
     checkpoint_every: int = _opt(5, "write a resumable checkpoint every N epochs")
+
+    def __post_init__(self) -> None:
+        if self.gpus > 1 and self.jobs_per_gpu > 1:
+            raise BadValue("jobs_per_gpu", self.jobs_per_gpu, "1 when gpus > 1", {"gpus": self.gpus},
+                           "a job on several GPUs takes them whole; share GPUs among one-GPU jobs only")
 
 
 @dataclass(frozen=True)

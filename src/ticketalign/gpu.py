@@ -12,6 +12,11 @@ indices (different ``CUDA_VISIBLE_DEVICES``) still compete for it, and jobs of d
 allocations never block each other. They live in ``$TICKETALIGN_GPU_LOCK_DIR`` or, by default,
 the system temp folder (``tempfile.gettempdir()``).
 
+Small jobs leave a big GPU mostly idle, so ``runtime.jobs_per_gpu = N`` lets up to N jobs share
+one: each GPU then has N lock files (slots), and ``--resources gpu=`` counts slots (GPUs x N).
+Jobs fill every GPU's first slot before any GPU gets a second, so a partly busy machine still
+spreads its jobs out. (Jobs of configs with different N share the slot files they have in common.)
+
 When the choice is not ours, nothing is locked: ``cpu``, an explicit ``cuda:N``, or a single
 visible GPU (what SLURM gives a job that requests one GPU; it sets ``CUDA_VISIBLE_DEVICES``).
 Inside a scheduler's allocation with several GPUs (``snakemake --resources gpu=4`` within
@@ -56,6 +61,7 @@ class GpuSlot:
     key: str
     path: Path
     fd: int | None
+    share: int = 0  # which of the GPU's jobs_per_gpu slots
 
     def release(self) -> None:
         """Give the GPU back (closing the descriptor drops the lock)."""
@@ -74,8 +80,10 @@ def lock_dir() -> Path:
     return Path(os.environ.get(LOCK_DIR_ENV) or tempfile.gettempdir())
 
 
-def _lock_path(directory: Path, key: str) -> Path:
-    return directory / f"ticketalign-gpu-{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.lock"
+def _lock_path(directory: Path, key: str, share: int = 0) -> Path:
+    """The lock file of slot ``share`` of GPU ``key`` (slot 0 is the GPU's whole lock when N = 1)."""
+    suffix = f".slot{share}" if share else ""
+    return directory / f"ticketalign-gpu-{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}{suffix}.lock"
 
 
 def _open_lock_file(path: Path) -> int:
@@ -94,12 +102,17 @@ def _open_lock_file(path: Path) -> int:
     return fd
 
 
-def try_claim(keys: Sequence[str], directory: str | Path | None = None) -> GpuSlot | None:
-    """Claim the first free GPU among ``keys`` (one per visible GPU, in index order), or None."""
+def try_claim(keys: Sequence[str], directory: str | Path | None = None, per_gpu: int = 1) -> GpuSlot | None:
+    """Claim a free slot among ``keys`` (one per visible GPU, in index order), or None.
+
+    Each GPU has ``per_gpu`` slots; the first free one in the order (slot 0 of every GPU, then
+    slot 1 of every GPU, ...) is taken, so jobs share a GPU only when every GPU has a job."""
+    if per_gpu < 1:
+        raise ValueError(f"jobs per GPU must be at least 1, got {per_gpu} (runtime.jobs_per_gpu)")
     directory = Path(directory) if directory is not None else lock_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    for index, key in enumerate(keys):
-        path = _lock_path(directory, key)
+    for share, (index, key) in ((j, ik) for j in range(per_gpu) for ik in enumerate(keys)):
+        path = _lock_path(directory, key, share)
         fd = _open_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -108,7 +121,7 @@ def try_claim(keys: Sequence[str], directory: str | Path | None = None) -> GpuSl
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 continue  # taken by another job
             raise
-        slot = GpuSlot(index=index, key=key, path=path, fd=fd)
+        slot = GpuSlot(index=index, key=key, path=path, fd=fd, share=share)
         _HELD.append(slot)
         return slot
     return None
@@ -118,28 +131,30 @@ def claim_slot(
     keys: Sequence[str],
     directory: str | Path | None = None,
     *,
+    per_gpu: int = 1,
     poll_seconds: float = POLL_SECONDS,
     timeout: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> GpuSlot:
-    """Claim a free GPU, waiting (polling) while all are taken; TimeoutError after ``timeout`` s."""
+    """Claim a free GPU slot, waiting (polling) while all are taken; TimeoutError after ``timeout`` s."""
     if not keys:
         raise ValueError("no GPUs to choose from")
     start = time.monotonic()
     warned = False
+    slots = f" x {per_gpu} slots" if per_gpu > 1 else ""
     while True:
-        slot = try_claim(keys, directory)
+        slot = try_claim(keys, directory, per_gpu)
         if slot is not None:
             if warned and log:
                 log(f"GPU {slot.index} is free after {time.monotonic() - start:.0f} s; using it")
             return slot
         if timeout is not None and time.monotonic() - start >= timeout:
             raise TimeoutError(
-                f"all {len(keys)} GPUs stayed claimed by other jobs for {timeout:g} s "
+                f"all {len(keys)} GPUs{slots} stayed claimed by other jobs for {timeout:g} s "
                 f"(lock files in {directory or lock_dir()}); run fewer GPU jobs at once (--resources gpu=N)"
             )
         if not warned and log:
-            log(f"all {len(keys)} GPUs are claimed by other jobs (locks in {directory or lock_dir()}); waiting")
+            log(f"all {len(keys)} GPUs{slots} are claimed by other jobs (locks in {directory or lock_dir()}); waiting")
             warned = True
         time.sleep(poll_seconds)
 
@@ -172,11 +187,13 @@ def device_keys(count: int) -> list[str | None]:
 def select_device(
     name: str = "auto",
     *,
+    jobs_per_gpu: int = 1,
     poll_seconds: float = POLL_SECONDS,
     timeout: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> torch.device:
-    """The device a job trains on; claims a free GPU when several are visible (module docstring)."""
+    """The device a job trains on; claims a free GPU (or one of its ``jobs_per_gpu`` slots) when
+    several are visible (module docstring)."""
     device = resolve_device(name)
     if device.type != "cuda" or name not in ("auto", "cuda"):
         return device  # cpu, or a GPU the user named
@@ -188,8 +205,9 @@ def select_device(
         if log:
             log(f"{count} GPUs visible but no stable names for them; not claiming one, using cuda:0")
         return torch.device("cuda", 0)
-    slot = claim_slot(keys, poll_seconds=poll_seconds, timeout=timeout, log=log)
+    slot = claim_slot(keys, per_gpu=jobs_per_gpu, poll_seconds=poll_seconds, timeout=timeout, log=log)
     torch.cuda.set_device(slot.index)
     if log:
-        log(f"claimed GPU {slot.index} of {count} ({slot.key}; lock {slot.path})")
+        share = f", slot {slot.share + 1} of {jobs_per_gpu}" if jobs_per_gpu > 1 else ""
+        log(f"claimed GPU {slot.index} of {count} ({slot.key}{share}; lock {slot.path})")
     return torch.device("cuda", slot.index)

@@ -29,6 +29,7 @@ from torch import nn
 from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
 from ticketalign.config import Runtime, TrainConfig
 from ticketalign.data import Dataset
+from ticketalign.distributed import Replicas
 from ticketalign.masks import Masks, apply_masks
 
 
@@ -129,9 +130,10 @@ def train(
     missing = set(masks) - set(params)
     if missing:
         raise ValueError(f"mask names {sorted(missing)} are not parameters of the model")
-    use_amp = runtime.amp and device.type == "cuda"
-    if runtime.channels_last and device.type == "cuda":
+    use_amp = runtime.amp  # bf16 autocast, channels_last and compile on any device: CPU tests run them
+    if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
+    replicas = Replicas.current()  # one process, or this one's place in a multi-GPU job
 
     optimizer = SGD(list(model.parameters()), cfg)
     steps_per_epoch = math.ceil(data.num_train / cfg.batch_size)
@@ -150,23 +152,24 @@ def train(
         if 0 in snapshot_epochs and on_snapshot:
             on_snapshot(0, model)
 
-    step_model = torch.compile(model) if runtime.compile else model
+    step_model = replicas.wrap(model)
+    step_model = torch.compile(step_model) if runtime.compile else step_model
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        for x, y in data.train_batches(cfg.batch_size, seed=seed, epoch=epoch):
+        for (x, y), weight in replicas.train_batches(data, cfg.batch_size, seed=seed, epoch=epoch):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if runtime.channels_last and device.type == "cuda" and x.ndim == 4:
+            if runtime.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             lr = cfg.lr * lr_factor(step, total_steps, warmup_steps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = step_model(x)
                 loss = F.cross_entropy(out.float(), y)
             model.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight if weight != 1.0 else loss).backward()
             if masks:
                 for name, m in masks.items():
                     g = params[name].grad
@@ -178,6 +181,8 @@ def train(
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
             step += 1
+        loss_sum, correct, seen = replicas.sum(loss_sum, correct, torch.tensor(seen, device=device))
+        seen = int(seen)
         elapsed = time.perf_counter() - t0
         row = {
             "epoch": epoch + 1,

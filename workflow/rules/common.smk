@@ -47,8 +47,10 @@ CONDA_ENV = "../envs/ticketalign.yaml"
 RUNTIME = config["runtime"]
 # Snakemake never sets CUDA_VISIBLE_DEVICES: with `--resources gpu=N` it only limits how many
 # GPU jobs run at once; each job then claims a free GPU itself (src/ticketalign/gpu.py).
-# Training rules declare gpu=1 unless the config pins the CPU.
+# GPU rules declare gpu=1 unless the config pins the CPU; training rules gpu=runtime.gpus (a
+# multi-GPU job). With runtime.jobs_per_gpu = N, gpu counts slots: --resources gpu=<GPUs x N>.
 GPU = 0 if RUNTIME["device"] == "cpu" else 1
+TRAIN_GPU = GPU * RUNTIME["gpus"]
 
 
 wildcard_constraints:

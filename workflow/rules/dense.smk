@@ -17,7 +17,7 @@ rule train_dense:
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
     resources:
-        gpu=GPU,
+        gpu=TRAIN_GPU,
     conda:
         CONDA_ENV
     log:

@@ -26,7 +26,7 @@ rule imp:
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
     resources:
-        gpu=GPU,
+        gpu=TRAIN_GPU,
     conda:
         CONDA_ENV
     log:

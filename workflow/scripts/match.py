@@ -25,6 +25,7 @@ def main() -> None:
 
     if args.method == "weight":
         args.device = "cpu"  # linear assignments on the CPU; no GPU is claimed for it
+    args.gpus = 1  # matching runs in one process, whatever runtime.gpus says for training
     _, device = cli.runtime(args)
     data = cli.dataset(args, device)
     models = []

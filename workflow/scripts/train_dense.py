@@ -37,6 +37,8 @@ def main() -> None:
         model, data, cfg, seed=args.seed, runtime=rt, snapshot_epochs=tuple(args.snapshot_epochs),
         on_snapshot=snapshot, checkpoint=args.out_dir / "train.ckpt", log=cli.log,
     )
+    if not cli.is_main():
+        return  # another process of a multi-GPU job: rank 0 writes the files
     for k in args.snapshot_epochs:
         os.replace(cache / f"ep{k}.pt", args.out_dir / f"ep{k}.pt")
     save_artifact(args.out_dir / "final.pt", "model_state", model.state_dict(), epoch=cfg.epochs, **meta)

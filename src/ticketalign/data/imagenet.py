@@ -1,7 +1,10 @@
 """ImageNet: ImageFolder trees streamed through DataLoader workers.
 
-ImageNet does not fit in memory, so unlike :mod:`ticketalign.data.memory` its JPEGs are
-decoded and cropped by worker processes, and only normalization happens on the device.
+ImageNet does not fit in memory, so unlike :mod:`ticketalign.data.memory` its images are
+read by worker processes. Two paths (``ImageFolderDataset.decode``): on CUDA the workers only
+read bytes and the JPEGs are decoded, cropped and flipped on the GPU
+(:mod:`ticketalign.data.device_decode`); elsewhere the workers decode and crop with PIL and only
+normalization happens on the device. Both crop the same boxes and flip the same samples.
 Augmentation is seeded per sample, so batches stay a pure function of ``(seed, epoch)``
 whatever the number of workers. torchvision is imported only when ImageNet is loaded.
 """
@@ -84,6 +87,16 @@ class ImageFolderDataset:
     num_workers: int = field(default_factory=default_num_workers)
     augment: bool = True
     device: torch.device = torch.device("cpu")
+    #: where JPEGs are decoded and cropped: "device" (the training device, nvJPEG on CUDA),
+    #: "workers" (PIL in the DataLoader workers), "auto" (device on CUDA, else workers)
+    decode: str = "auto"
+    #: ``(rank, world)``: training batches are this process's slice of each global batch, cut
+    #: before decoding (ticketalign.distributed); evaluation always covers the whole split
+    shard: tuple[int, int] = (0, 1)
+
+    def __post_init__(self) -> None:
+        if self.decode not in ("auto", "device", "workers"):
+            raise ValueError(f"{self.name}: decode is {self.decode!r}; allowed values: auto, device, workers")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -117,13 +130,31 @@ class ImageFolderDataset:
             ops = [transforms.Resize(self.resize_size), transforms.CenterCrop(self.image_size)]
         return transforms.Compose([*ops, transforms.PILToTensor()])
 
+    def _batch_keys(self, keys: list, batch_size: int, sharded: bool) -> list[list]:
+        """The keys of each batch: of each global batch, this process's share (as ``tensor_split``
+        would cut the batch, so the shares concatenate to it) when ``sharded``."""
+        rank, world = self.shard if sharded else (0, 1)
+        out = []
+        for start in range(0, len(keys), batch_size):
+            chunk = keys[start : start + batch_size]
+            size, extra = divmod(len(chunk), world)
+            lo = rank * size + min(rank, extra)
+            out.append(chunk[lo : lo + size + (rank < extra)])
+        return out
+
+    @property
+    def decodes_on_device(self) -> bool:
+        return self.decode == "device" or (self.decode == "auto" and self.device.type == "cuda")
+
     def _batches(self, folder: Any, train: bool, keys: list, batch_size: int, seed: int) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
 
+        if self.decodes_on_device:
+            yield from self._device_batches(folder, keys, batch_size, seed)
+            return
         loader = DataLoader(
             _SeededSamples(folder, self._transform(train)),
-            batch_size=batch_size,
-            sampler=keys,
+            batch_sampler=self._batch_keys(keys, batch_size, sharded=folder is self.train_folder),
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(seed),  # leaves torch's global RNG alone
@@ -133,6 +164,22 @@ class ImageFolderDataset:
         for x, y in loader:
             x = x.to(self.device, non_blocking=True).float().div_(255).sub_(mean).div_(std)
             yield x, y.to(self.device, non_blocking=True)
+
+    def _device_batches(self, folder: Any, keys: list, batch_size: int, seed: int) -> Iterator[Batch]:
+        """Workers read bytes; decode, crop, flip and normalize on the device (device_decode)."""
+        from torch.utils.data import DataLoader
+
+        from ticketalign.data.device_decode import RawSamples, collate_raw, decode_batch, prepare_batch
+
+        batches = self._batch_keys(keys, batch_size, sharded=folder is self.train_folder)
+        loader = DataLoader(RawSamples(folder), batch_sampler=batches, num_workers=self.num_workers,
+                            collate_fn=collate_raw, generator=torch.Generator().manual_seed(seed))
+        mean = channel_stats(self.mean).to(self.device)
+        std = channel_stats(self.std).to(self.device)
+        for data, y, seeds in loader:
+            images = decode_batch(data, self.device)
+            x = prepare_batch(images, seeds, self.image_size, self.resize_size)
+            yield x.div_(255).sub_(mean).div_(std), y.to(self.device, non_blocking=True)
 
     def train_batches(
         self, batch_size: int, seed: int, epoch: int, shuffle: bool = True, augment: bool | None = None
