@@ -170,8 +170,13 @@ def _env_from_slurm() -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group (at the end of a script), if one was joined."""
+    """Leave the process group (at the end of a script), if one was joined.
+
+    The ranks meet at a barrier first: on the GPU machine a rank whose peer had already torn
+    the group down aborted at exit ("terminate called without an active exception") after
+    finishing its work, failing the job although every file was written."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

@@ -249,9 +249,10 @@ def _resume(
         if log:
             log(f"not resuming from {path}: {err}")
         return None
-    torch.set_rng_state(state["rng_cpu"])
+    # the checkpoint was loaded onto the training device; RNG states must be CPU byte tensors
+    torch.set_rng_state(state["rng_cpu"].cpu())
     if device.type == "cuda" and state.get("rng_cuda") is not None:
-        torch.cuda.set_rng_state(state["rng_cuda"], device)
+        torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
     if log:
         log(f"resumed from {path} at epoch {state['epoch']}")
     return state["epoch"], state["step"], state["history"]
