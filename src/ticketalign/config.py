@@ -127,6 +127,8 @@ class Runtime:
     compile: bool = _opt(False, "torch.compile the model")
     eval_every: int = _opt(1, "evaluate on the test split every N epochs (and after the last)")
     checkpoint_every: int = _opt(5, "write a resumable checkpoint every N epochs")
+    max_job_hours: float = _opt(24, "cap of every job's time request on a cluster; longer training continues "
+                                    "over several submissions, resuming from the checkpoint it writes at the limit")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ leaves a GPU claimed). When every GPU is taken it polls until one frees up.
 Lock files are named by the GPU's UUID, so two processes that see the same GPU under different
 indices (different ``CUDA_VISIBLE_DEVICES``) still compete for it, and jobs of different
 allocations never block each other. They live in ``$TICKETALIGN_GPU_LOCK_DIR`` or, by default,
-the system temp folder (``tempfile.gettempdir()``).
+:data:`DEFAULT_LOCK_DIR`: one folder for the whole machine, whoever runs the job. Not ``$TMPDIR``:
+two jobs with different temp folders would each find their GPU free and share ``cuda:0``.
 
 When the choice is not ours, nothing is locked: ``cpu``, an explicit ``cuda:N``, or a single
 visible GPU (what SLURM gives a job that requests one GPU; it sets ``CUDA_VISIBLE_DEVICES``).
@@ -25,7 +26,6 @@ import errno
 import fcntl
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 
 LOCK_DIR_ENV = "TICKETALIGN_GPU_LOCK_DIR"
+#: machine-wide (sticky and world-writable, like /tmp itself, so every user's jobs share it)
+DEFAULT_LOCK_DIR = Path("/tmp/ticketalign-gpu-locks")
 POLL_SECONDS = 2.0
 #: environment variables that show a batch scheduler started this process
 SCHEDULER_ENV = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
@@ -71,7 +73,7 @@ _HELD: list[GpuSlot] = []
 
 
 def lock_dir() -> Path:
-    return Path(os.environ.get(LOCK_DIR_ENV) or tempfile.gettempdir())
+    return Path(os.environ.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
 
 
 def _lock_path(directory: Path, key: str) -> Path:
@@ -97,7 +99,13 @@ def _open_lock_file(path: Path) -> int:
 def try_claim(keys: Sequence[str], directory: str | Path | None = None) -> GpuSlot | None:
     """Claim the first free GPU among ``keys`` (one per visible GPU, in index order), or None."""
     directory = Path(directory) if directory is not None else lock_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        if directory == DEFAULT_LOCK_DIR:
+            try:
+                directory.chmod(0o1777)  # the next user's jobs create their lock files here too
+            except OSError:
+                pass
     for index, key in enumerate(keys):
         path = _lock_path(directory, key)
         fd = _open_lock_file(path)
