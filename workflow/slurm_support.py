@@ -51,8 +51,10 @@ def settle_preempted(status: dict[str, str], warn: Callable[[str], None]) -> dic
     return status
 
 
-def install(check_settings: Callable[[], str | None]) -> bool:
-    """Wrap the plugin (once per process); False where it is absent or its names changed."""
+def install(check_settings: Callable[[object], str | None]) -> bool:
+    """Wrap the plugin (once per process); False where it is absent or its names changed.
+
+    ``check_settings(workflow)`` returns the message that stops the run, or None."""
     try:
         import snakemake_executor_plugin_slurm as plugin
     except ImportError:
@@ -70,7 +72,7 @@ def install(check_settings: Callable[[], str | None]) -> bool:
         return status, duration
 
     def checked_post_init(self, *args, **kwargs):
-        message = check_settings()
+        message = check_settings(self.workflow)
         if message:
             from snakemake_interface_common.exceptions import WorkflowError
 

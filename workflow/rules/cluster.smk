@@ -16,7 +16,16 @@ except ValueError as err:
     raise WorkflowError(str(err)) from None
 # the SLURM executor refuses to start without a partition (one message, before any submission), and
 # a preempted job that SLURM does not requeue is resubmitted (workflow/slurm_support.py)
-slurm_support.install(lambda: missing_settings_message(SLURM))
+def missing_partition(wf):
+    """The message that stops a SLURM run without a partition; None when there is one, from the
+    user's settings, the plugin's partition file or `--default-resources slurm_partition=...`."""
+    defaults = wf.resource_settings.default_resources
+    if defaults is not None and "slurm_partition" in defaults.keys():
+        return None
+    return missing_settings_message(SLURM)
+
+
+slurm_support.install(missing_partition)
 
 
 # seconds-long jobs run in Snakemake's own process, never through the queue
