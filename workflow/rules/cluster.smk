@@ -14,8 +14,8 @@ try:
     COSTS.cost(GPU == 1)  # a model and dataset without a row stop here, naming the table
 except ValueError as err:
     raise WorkflowError(str(err)) from None
-# the SLURM executor refuses to start without a partition (one message, before any submission), and
-# a preempted job that SLURM does not requeue is resubmitted (workflow/slurm_support.py)
+
+
 def missing_partition(wf):
     """The message that stops a SLURM run without a partition; None when there is one, from the
     user's settings, the plugin's partition file or `--default-resources slurm_partition=...`."""
@@ -25,6 +25,8 @@ def missing_partition(wf):
     return missing_settings_message(SLURM)
 
 
+# the SLURM executor refuses to start without a partition (one message, before any submission), and
+# a preempted job that SLURM does not requeue is resubmitted (workflow/slurm_support.py)
 slurm_support.install(missing_partition)
 
 
