@@ -10,6 +10,7 @@ min_version("9.0")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/cluster.smk"
 include: "workflow/rules/dense.smk"
 include: "workflow/rules/imp.smk"
 include: "workflow/rules/match.smk"

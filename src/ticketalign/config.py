@@ -133,6 +133,8 @@ class Runtime:
                         "with device cpu, processes (for testing)")
     eval_every: int = _opt(1, "evaluate on the test split every N epochs (and after the last)")
     checkpoint_every: int = _opt(5, "write a resumable checkpoint every N epochs")
+    max_job_hours: float = _opt(24, "cap of every job's time request on a cluster; longer training continues "
+                                    "over several submissions, resuming from the checkpoint it writes at the limit")
 
     def __post_init__(self) -> None:
         if self.gpus > 1 and self.jobs_per_gpu > 1:

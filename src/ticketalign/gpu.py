@@ -10,7 +10,8 @@ leaves a GPU claimed). When every GPU is taken it polls until one frees up.
 Lock files are named by the GPU's UUID, so two processes that see the same GPU under different
 indices (different ``CUDA_VISIBLE_DEVICES``) still compete for it, and jobs of different
 allocations never block each other. They live in ``$TICKETALIGN_GPU_LOCK_DIR`` or, by default,
-the system temp folder (``tempfile.gettempdir()``).
+:data:`DEFAULT_LOCK_DIR`: one folder for the whole machine, whoever runs the job. Not ``$TMPDIR``:
+two jobs with different temp folders would each find their GPU free and share ``cuda:0``.
 
 Small jobs leave a big GPU mostly idle, so ``runtime.jobs_per_gpu = N`` lets up to N jobs share
 one: each GPU then has N lock files (slots), and ``--resources gpu=`` counts slots (GPUs x N).
@@ -30,7 +31,6 @@ import errno
 import fcntl
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +39,8 @@ from pathlib import Path
 import torch
 
 LOCK_DIR_ENV = "TICKETALIGN_GPU_LOCK_DIR"
+#: machine-wide (sticky and world-writable, like /tmp itself, so every user's jobs share it)
+DEFAULT_LOCK_DIR = Path("/tmp/ticketalign-gpu-locks")
 POLL_SECONDS = 2.0
 #: environment variables that show a batch scheduler started this process
 SCHEDULER_ENV = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
@@ -77,7 +79,7 @@ _HELD: list[GpuSlot] = []
 
 
 def lock_dir() -> Path:
-    return Path(os.environ.get(LOCK_DIR_ENV) or tempfile.gettempdir())
+    return Path(os.environ.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
 
 
 def _lock_path(directory: Path, key: str, share: int = 0) -> Path:
@@ -110,7 +112,13 @@ def try_claim(keys: Sequence[str], directory: str | Path | None = None, per_gpu:
     if per_gpu < 1:
         raise ValueError(f"jobs per GPU must be at least 1, got {per_gpu} (runtime.jobs_per_gpu)")
     directory = Path(directory) if directory is not None else lock_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        if directory == DEFAULT_LOCK_DIR:
+            try:
+                directory.chmod(0o1777)  # the next user's jobs create their lock files here too
+            except OSError:
+                pass
     for share, (index, key) in ((j, ik) for j in range(per_gpu) for ik in enumerate(keys)):
         path = _lock_path(directory, key, share)
         fd = _open_lock_file(path)

@@ -9,7 +9,8 @@ epoch 0 is the initialization and epoch ``k`` the state after exactly ``k`` full
 With a ``checkpoint`` path the loop saves everything it needs to continue (model, optimizer,
 step, epoch, history, RNG states) every ``checkpoint_every`` epochs and resumes from it when
 rerun; because data order depends only on ``(seed, epoch)``, a resumed run ends exactly where
-an uninterrupted one does.
+an uninterrupted one does. On SIGTERM or SIGUSR1 (a scheduler's time limit or preemption) it also
+saves one mid-epoch, before the next batch, and exits for a retry (``ticketalign.preempt``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ticketalign import preempt
 from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
 from ticketalign.config import Runtime, TrainConfig
 from ticketalign.data import Dataset
@@ -140,13 +142,13 @@ def train(
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     result = TrainResult()
-    start_epoch, step = 0, 0
+    start_epoch, step, partial = 0, 0, None
     # a checkpoint resumes only the run that made it: same recipe, seed, starting weights and mask
     ckpt_meta = {"config": asdict(cfg), "seed": seed, "start": state_fingerprint(model.state_dict(), masks)}
 
     resumed = _resume(checkpoint, ckpt_meta, model, optimizer, device, log)
     if resumed is not None:
-        start_epoch, step, result.history = resumed
+        start_epoch, step, result.history, partial = resumed
     else:
         apply_masks(model, masks)
         if 0 in snapshot_epochs and on_snapshot:
@@ -154,13 +156,43 @@ def train(
 
     step_model = replicas.wrap(model)
     step_model = torch.compile(step_model) if runtime.compile else step_model
+    stop = preempt.listen() if checkpoint is not None else None
+
+    def save_checkpoint(epochs_done: int, partial: dict[str, Any] | None = None) -> None:
+        save_artifact(
+            checkpoint,
+            "train_checkpoint",
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epochs_done,
+                "step": step,
+                "history": result.history,
+                "partial": partial,  # mid-epoch (at a signal): batches done and the epoch's sums so far
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            },
+            **ckpt_meta,
+        )
+
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for (x, y), weight in replicas.train_batches(data, cfg.batch_size, seed=seed, epoch=epoch):
+        seen, skip = 0, 0
+        if partial is not None:  # resuming mid-epoch: the batches done are drawn again and skipped
+            skip, seen = partial["batch"], partial["seen"]
+            loss_sum.copy_(partial["loss_sum"])
+            correct.copy_(partial["correct"])
+            partial = None
+        for batch, ((x, y), weight) in enumerate(replicas.train_batches(data, cfg.batch_size, seed=seed,
+                                                                          epoch=epoch)):
+            if batch < skip:
+                continue
+            if stop is not None and stop.requested:
+                save_checkpoint(epoch, {"batch": batch, "seen": seen, "loss_sum": loss_sum, "correct": correct})
+                stop.exit(f"{checkpoint}, epoch {epoch + 1}/{cfg.epochs} after {batch} batches", log)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if runtime.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -200,20 +232,7 @@ def train(
         if epoch + 1 in snapshot_epochs and on_snapshot:
             on_snapshot(epoch + 1, model)
         if checkpoint is not None and (last or (epoch + 1) % max(runtime.checkpoint_every, 1) == 0):
-            save_artifact(
-                checkpoint,
-                "train_checkpoint",
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "history": result.history,
-                    "rng_cpu": torch.get_rng_state(),
-                    "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                },
-                **ckpt_meta,
-            )
+            save_checkpoint(epoch + 1)
     if cfg.epochs == 0 or not result.history:
         result.history.append({"epoch": cfg.epochs, **evaluate(model, data, amp=use_amp)})
     return result
@@ -237,7 +256,7 @@ def _resume(
     optimizer: SGD,
     device: torch.device,
     log: Callable[[str], None] | None,
-) -> tuple[int, int, list[dict[str, float]]] | None:
+) -> tuple[int, int, list[dict[str, float]], dict[str, Any] | None] | None:
     """Load the checkpoint into model and optimizer; None (start afresh) if absent or not this run's."""
     if path is None or not Path(path).exists():
         return None
@@ -254,8 +273,9 @@ def _resume(
     if device.type == "cuda" and state.get("rng_cuda") is not None:
         torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
     if log:
-        log(f"resumed from {path} at epoch {state['epoch']}")
-    return state["epoch"], state["step"], state["history"]
+        where = f", batch {state['partial']['batch']}" if state.get("partial") else ""
+        log(f"resumed from {path} at epoch {state['epoch']}{where}")
+    return state["epoch"], state["step"], state["history"], state.get("partial")
 
 
 def _format_row(row: dict[str, float], epochs: int) -> str:

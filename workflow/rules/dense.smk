@@ -17,7 +17,8 @@ rule train_dense:
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
     resources:
-        gpu=TRAIN_GPU,
+        **job_resources("train_dense"),
+    retries: RETRIES["train_dense"]
     conda:
         CONDA_ENV
     log:

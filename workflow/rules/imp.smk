@@ -26,7 +26,8 @@ rule imp:
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
     resources:
-        gpu=TRAIN_GPU,
+        **job_resources("imp"),
+    retries: RETRIES["imp"]
     conda:
         CONDA_ENV
     log:

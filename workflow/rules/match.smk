@@ -15,7 +15,7 @@ rule match:
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
     resources:
-        gpu=lambda wc: GPU if wc.method == "activation" else 0,  # weight matching runs on the CPU
+        **job_resources("match"),  # GPU for activation matching only: weight matching runs on the CPU
     conda:
         CONDA_ENV
     log:
@@ -38,6 +38,8 @@ rule permute_mask:
         masks=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{m}/mask_s{{sp}}.pt" for m in METHODS],
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("permute_mask"),
     log:
         f"{RESULTS}/logs/permute_mask/w{{width}}_pair{{a}}-{{b}}_s{{sp}}.log",
     benchmark:

@@ -12,6 +12,8 @@ rule summarize:
         table=f"{RESULTS}/table.md",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("summarize"),
     log:
         f"{RESULTS}/logs/summarize.log",
     benchmark:
@@ -30,6 +32,8 @@ rule plot:
         report(f"{RESULTS}/plots/accuracy_vs_sparsity.png", caption="../report/accuracy.rst", category="Results"),
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("plot"),
     log:
         f"{RESULTS}/logs/plot.log",
     benchmark:

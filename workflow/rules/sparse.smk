@@ -23,7 +23,8 @@ rule train_sparse:
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
     resources:
-        gpu=TRAIN_GPU,
+        **job_resources("train_sparse"),
+    retries: RETRIES["train_sparse"]
     conda:
         CONDA_ENV
     log:
