@@ -65,6 +65,11 @@ def _expected_jobs(cfg: dict) -> dict[str, int]:
         "train_sparse": len(pairs) * len(sps) * sum(len(_rewind_epochs(cfg, w)) for w in widths),
         "summarize": 1, "plot": 1, "all": 1,
     }
+    diag = {"lmc": True, "mask_overlap": True, "diversity": True} | cfg.get("diagnostics", {})
+    per_pair = len(widths) * len(pairs) * permuted  # lmc and mask overlap compare A, B and pi
+    jobs |= {"lmc": per_pair * diag["lmc"], "mask_overlap": per_pair * diag["mask_overlap"],
+             "diversity": int(diag["diversity"])}
+    jobs["diagnostics_report"] = int(any(jobs[k] for k in ("lmc", "mask_overlap", "diversity")))
     jobs = {rule: n for rule, n in jobs.items() if n}
     return {**jobs, "total": sum(jobs.values())}
 

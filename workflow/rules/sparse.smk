@@ -4,13 +4,14 @@
 rule train_sparse:
     input:
         unpack(permuted_masks),
-        code=TRAIN_CODE + lib("pruning.py", "experiment.py"),
+        code=TRAIN_CODE + lib("pruning.py", "experiment.py", "predictions.py", "provenance.py"),
         script=SCRIPTS / "train_sparse.py",
         a_rewind=f"{RESULTS}/w{{width}}/seed{{a}}/dense/ep{{k}}.pt",
         b_rewind=f"{RESULTS}/w{{width}}/seed{{b}}/dense/ep{{k}}.pt",
         mask=f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{{sp}}.pt",
     output:
-        [f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/sparse/s{{sp}}/k{{k}}/{run}/metrics.json" for run in RUNS],
+        metrics=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/sparse/s{{sp}}/k{{k}}/{run}/metrics.json" for run in RUNS],
+        logits=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/sparse/s{{sp}}/k{{k}}/{run}/logits.pt" for run in RUNS],
     params:
         dataset=f"--dataset {config['dataset']['name']}",
         train=flags(config["sparse"]["train"]),
