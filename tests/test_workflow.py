@@ -110,6 +110,17 @@ def test_rerun_does_nothing_and_a_sparse_change_reruns_only_sparse_jobs(finished
                     "all": 1}, jobs
 
 
+def test_the_report_is_one_page_with_every_figure_and_its_caption(finished):
+    out = finished / "results/tiny/report.html"
+    proc = snakemake(finished, "--report", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = out.read_text()
+    for name in ("accuracy_vs_k.png", "gain.png", "lmc.png", "mask_overlap.png", "diversity.csv", "environment.csv",
+                 "table.md", "diagnostics.md"):
+        assert name in html, name
+    assert "Look for" in html  # the captions say what to look for
+
+
 def test_diagnostics_are_switched_by_the_config(tmp_path):
     cfg = {**SMALL, "diagnostics": {"lmc": False, "mask_overlap": True, "diversity": False}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
