@@ -96,7 +96,9 @@ def test_the_cifar10_resnet20_dag_is_the_papers_grid():
     # 3 pairs x 4 sparsities x (9+9+5+5) k
     jobs = _expected_jobs(load(ROOT / "presets/cifar10_resnet20.yaml"))
     assert (jobs["train_dense"], jobs["imp"], jobs["match"], jobs["permute_mask"]) == (24, 48, 24, 48)
-    assert jobs["train_sparse"] == 3 * 4 * (9 + 9 + 5 + 5) and jobs["total"] == 483
+    assert jobs["train_sparse"] == 3 * 4 * (9 + 9 + 5 + 5)
+    # diagnostics: lmc and mask overlap per width and pair (2 x 12), diversity and their report
+    assert (jobs["lmc"], jobs["mask_overlap"], jobs["diversity"]) == (12, 12, 1) and jobs["total"] == 483 + 26
 
 
 def test_one_imp_chain_trains_15_levels_for_the_paper_targets_not_49():

@@ -129,8 +129,10 @@ def test_diagnostics_are_switched_by_the_config(tmp_path):
     assert "lmc" not in jobs and "diversity" not in jobs
     off = {"lmc": False, "mask_overlap": False, "diversity": False}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**cfg, "diagnostics": off}))
-    jobs = _job_counts(snakemake(tmp_path, "-n").stdout)
+    dry = snakemake(tmp_path, "-n").stdout
+    jobs = _job_counts(dry)
     assert not {"lmc", "mask_overlap", "diversity", "diagnostics_report"} & set(jobs) and jobs["plot"] == 1
+    assert "logits.pt" not in dry and "--save-logits false" in snakemake(tmp_path, "-n", "-p").stdout
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

@@ -11,7 +11,11 @@ rule train_sparse:
         mask=f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{{sp}}.pt",
     output:
         metrics=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/sparse/s{{sp}}/k{{k}}/{run}/metrics.json" for run in RUNS],
-        logits=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/sparse/s{{sp}}/k{{k}}/{run}/logits.pt" for run in RUNS],
+        logits=(
+            [f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/sparse/s{{sp}}/k{{k}}/{run}/logits.pt" for run in RUNS]
+            if DIAG["diversity"]
+            else []
+        ),
     params:
         dataset=f"--dataset {config['dataset']['name']}",
         train=flags(config["sparse"]["train"]),
@@ -21,6 +25,7 @@ rule train_sparse:
             f"--tag dataset={config['dataset']['name']} --tag seed_a={wc.a} --tag seed_b={wc.b} --tag width={wc.width}"
         ),
         out_dir=lambda wc: f"{pair_dir(wc.width, wc.a, wc.b)}/sparse/s{wc.sp}/k{wc.k}",
+        logits=str(DIAG["diversity"]).lower(),
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
     resources:
@@ -35,4 +40,4 @@ rule train_sparse:
         "python {input.script} {params.dataset} {params.model} {params.train} "
         "--threads {threads} --seed {wildcards.b} --rewind-epoch {wildcards.k} --a-rewind {input.a_rewind} "
         "--b-rewind {input.b_rewind} --mask {input.mask} {params.permuted} --variants {params.variants} "
-        "{params.tags} --out-dir {params.out_dir} > {log} 2>&1"
+        "{params.tags} --save-logits {params.logits} --out-dir {params.out_dir} > {log} 2>&1"

@@ -52,6 +52,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", choices=VARIANTS, required=True)
     p.add_argument("--tag", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="copied into every metrics.json (width, seeds, sparsity, ...)")
+    p.add_argument("--save-logits", choices=["true", "false"], default="true",
+                   help="write <run>/logits.pt, the test logits the diversity diagnostic reads (default: true)")
     p.add_argument("--out-dir", type=Path, required=True)
     args = p.parse_args()
 
@@ -76,10 +78,11 @@ def main() -> None:
         result = train(model, data, cfg, seed=run.seed, runtime=rt, masks=run.mask,
                        checkpoint=args.out_dir / run.name / "train.ckpt", log=cli.log)
         wall_s = time.perf_counter() - t0  # of this job's share of the run: a resumed run counts from the resume
-        logits, labels = test_logits(model, data)
-        save_artifact(args.out_dir / run.name / "logits.pt", "test_logits",
-                      {"logits": logits.to(torch.float16), "labels": labels}, **(tags | meta), run=run.name,
-                      rewind_epoch=args.rewind_epoch, sparsity=mask_meta["sparsity"])
+        if args.save_logits == "true":
+            logits, labels = test_logits(model, data)
+            save_artifact(args.out_dir / run.name / "logits.pt", "test_logits",
+                          {"logits": logits.to(torch.float16), "labels": labels}, **(tags | meta), run=run.name,
+                          rewind_epoch=args.rewind_epoch, sparsity=mask_meta["sparsity"])
         save_json(args.out_dir / run.name / "metrics.json", {
             **tags, **meta, "variant": run.variant, "match_method": run.match_method,
             "rewind_epoch": args.rewind_epoch, "sparsity": mask_meta["sparsity"],
