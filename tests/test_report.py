@@ -77,7 +77,10 @@ def test_table_has_mean_std_train_acc_n_gap_and_paper_columns(tmp_path):
     assert got["naive"] == "82.00 ± 2.83 (91.0)"
     assert got["permuted (activation)"] == "87.00 ± 1.41 (97.5)"
     assert got["permuted (activation) − naive"] == "+5.00"
-    assert got["paper permuted"] == "86.43" and got["paper naive"] == "85.30" and got["paper lth"] == "89.03"
+    # the paper's number, and ours minus it
+    assert got["paper permuted"] == "86.43 (+0.57)" and got["paper naive"] == "85.30 (-3.30)"
+    assert got["paper lth"] == "89.03 (+1.97)"
+    assert "paper columns: the published value (ours − paper)" in table
     assert got["sparsity"] == "97%" and got["k"] == "50"
 
 

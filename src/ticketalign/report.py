@@ -124,7 +124,7 @@ def markdown_table(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> str:
         if "naive" in labels:
             row += [_signed(cells[p].mean - cells["naive"].mean) if p in cells and "naive" in cells else ""
                     for p in permuted]
-        row += [f"{published[(*_norm(key), m)]:.2f}" if (*_norm(key), m) in published else "" for m in paper_cols]
+        row += [_paper_cell(published.get((*_norm(key), m)), cells.get(_ours(m, labels))) for m in paper_cols]
         lines.append("| " + " | ".join(row) + " |")
     n = _count_range(agg["count"])
     first = df.iloc[0]
@@ -132,8 +132,24 @@ def markdown_table(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> str:
     title = (
         f"Top-1 test accuracy (%) of sparse training, {first.dataset} / {first.model}: {spread}; "
         f"in brackets the final training accuracy (%)"
+        + ("; paper columns: the published value (ours − paper)" if paper_cols else "")
     )
     return f"{title}\n\n" + "\n".join(lines) + "\n"
+
+
+def _ours(method: str, labels: Sequence[str]) -> str:
+    """Our label compared with the paper's ``method``: its permuted runs use activation matching."""
+    if method != "permuted":
+        return method
+    return "permuted (activation)" if "permuted (activation)" in labels else next(
+        (lab for lab in labels if lab.startswith("permuted")), "permuted")
+
+
+def _paper_cell(published: float | None, ours: Any) -> str:
+    """``86.43 (+0.57)``: the paper's number and our mean minus it; blank where the paper has none."""
+    if published is None:
+        return ""
+    return f"{published:.2f}" + (f" ({_signed(ours.mean - published)})" if ours is not None else "")
 
 
 def _count_range(counts: Iterable[int]) -> str:
