@@ -16,11 +16,17 @@ include: "workflow/rules/imp.smk"
 include: "workflow/rules/match.smk"
 include: "workflow/rules/sparse.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/diagnostics.smk"
 
 
 rule all:
     input:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/table.md",
+        f"{RESULTS}/gains.csv",
+        f"{RESULTS}/environment.csv",
+        f"{RESULTS}/plots/accuracy_vs_k.png",
         f"{RESULTS}/plots/accuracy_vs_sparsity.png",
+        f"{RESULTS}/plots/gain.png",
+        diagnostics_outputs(),
     default_target: True

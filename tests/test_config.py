@@ -61,7 +61,7 @@ def _mutate(cfg, path, value):
         (("matching", "methods"), ["weight", "optimal-transport"], ["'matching.methods[1]'", "activation"]),
         (("sparse", "train", "epochs"), "many", ["'sparse.train.epochs'", "expected type: integer"]),
         (("seed_pairs",), [[1, 1]], ["'seed_pairs[0]'", "must differ"]),
-        (("sparse", "train", "warmup_epochs"), 19, ["'sparse.train.warmup_epochs' is 19", "<= 18"]),
+        (("sparse", "train", "warmup_epochs"), 39, ["'sparse.train.warmup_epochs' is 39", "<= 38"]),
     ],
 )
 def test_bad_config_is_rejected_with_one_clear_message(default, path, value, expected):

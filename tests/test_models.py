@@ -355,3 +355,17 @@ def test_resnet50_takes_other_input_channels():
         model = build_model("resnet50", (1, 64, 64), NUM_CLASSES, seed=0)
     assert model.conv1.in_channels == 1
     assert permutation_spec(model).axes_to_perm["conv1.weight"] == ("stem", None, None, None)
+
+
+def test_mlp_kaiming_normal_init_scales_hidden_layers_like_the_resnets():
+    """Hidden weights ~ N(0, 2/fan_in) with zero biases; the classifier keeps PyTorch's default."""
+    model = build_model("mlp", (64,), 10, seed=0, hidden=512, init="kaiming_normal")
+    first, second, head = model.layers
+    assert first.weight.std().item() == pytest.approx((2 / 64) ** 0.5, rel=0.03)
+    assert second.weight.std().item() == pytest.approx((2 / 512) ** 0.5, rel=0.03)
+    assert not first.bias.any() and not second.bias.any()
+    assert head.weight.abs().max() <= 512 ** -0.5 and head.bias.any()  # PyTorch's uniform(±1/sqrt(fan_in))
+    default = build_model("mlp", (64,), 10, seed=0, hidden=512)
+    assert default.layers[0].weight.std().item() == pytest.approx((1 / (3 * 64)) ** 0.5, rel=0.05)
+    with pytest.raises(ValueError, match="kaiming_normal"):
+        build_model("mlp", (64,), 10, init="xavier")

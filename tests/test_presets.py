@@ -65,6 +65,11 @@ def _expected_jobs(cfg: dict) -> dict[str, int]:
         "train_sparse": len(pairs) * len(sps) * sum(len(_rewind_epochs(cfg, w)) for w in widths),
         "summarize": 1, "plot": 1, "all": 1,
     }
+    diag = {"lmc": True, "mask_overlap": True, "diversity": True} | cfg.get("diagnostics", {})
+    per_pair = len(widths) * len(pairs) * permuted  # lmc and mask overlap compare A, B and pi
+    jobs |= {"lmc": per_pair * diag["lmc"], "mask_overlap": per_pair * diag["mask_overlap"],
+             "diversity": int(diag["diversity"])}
+    jobs["diagnostics_report"] = int(any(jobs[k] for k in ("lmc", "mask_overlap", "diversity")))
     jobs = {rule: n for rule, n in jobs.items() if n}
     return {**jobs, "total": sum(jobs.values())}
 
@@ -91,7 +96,9 @@ def test_the_cifar10_resnet20_dag_is_the_papers_grid():
     # 3 pairs x 4 sparsities x (9+9+5+5) k
     jobs = _expected_jobs(load(ROOT / "presets/cifar10_resnet20.yaml"))
     assert (jobs["train_dense"], jobs["imp"], jobs["match"], jobs["permute_mask"]) == (24, 48, 24, 48)
-    assert jobs["train_sparse"] == 3 * 4 * (9 + 9 + 5 + 5) and jobs["total"] == 483
+    assert jobs["train_sparse"] == 3 * 4 * (9 + 9 + 5 + 5)
+    # diagnostics: lmc and mask overlap per width and pair (2 x 12), diversity and their report
+    assert (jobs["lmc"], jobs["mask_overlap"], jobs["diversity"]) == (12, 12, 1) and jobs["total"] == 483 + 26
 
 
 def test_one_imp_chain_trains_15_levels_for_the_paper_targets_not_49():

@@ -48,7 +48,10 @@ def finished(tmp_path_factory):
 
 def test_every_expected_output_exists(finished):
     res = finished / "results" / "tiny"
-    expected = [res / "summary.csv", res / "table.md", res / "plots" / "accuracy_vs_sparsity.png"]
+    expected = [res / f for f in ("summary.csv", "table.md", "gains.csv", "environment.csv")]
+    expected += [res / "plots" / f"{p}.png" for p in ("accuracy_vs_sparsity", "accuracy_vs_k", "gain")]
+    expected += [res / "diagnostics" / f for f in ("diagnostics.md", "barriers.csv", "lmc.png", "mask_overlap.csv",
+                                                   "mask_overlap.png", "diversity.csv")]
     for seed in (0, 1, 10, 11):
         expected += [res / f"w1/seed{seed}/dense/{f}" for f in ("final.pt", "ep0.pt", "ep1.pt", "metrics.json")]
     for a, b in ((0, 10), (1, 11)):
@@ -56,6 +59,8 @@ def test_every_expected_output_exists(finished):
             expected.append(res / f"w1/seed{a}/imp/mask_s{sp}.pt")
             for method in ("weight", "activation"):
                 expected += [res / f"w1/pair{a}-{b}/{method}/perm.pt", res / f"w1/pair{a}-{b}/{method}/mask_s{sp}.pt"]
+            expected += [res / f"w1/pair{a}-{b}/sparse/s{sp}/k{k}/{run}/logits.pt" for k in (0, 1) for run in RUNS]
+        expected += [res / f"w1/pair{a}-{b}/{f}.json" for f in ("lmc", "mask_overlap")]
     missing = [str(p.relative_to(finished)) for p in expected if not p.exists()]
     assert not missing
     assert list((res / "logs").rglob("*.log")) and list((res / "benchmarks").rglob("*.tsv"))
@@ -71,6 +76,9 @@ def test_summary_has_every_run(finished):
     assert (abs(df.actual_sparsity - df.sparsity) < 1e-3).all()
     assert (df.epochs == 3 - df.rewind_epoch).all()
     assert df.test_acc.between(0, 100).all()
+    assert (df.kept_weights > 0).all() and (df.wall_s > 0).all() and (df.train_loss >= 0).all()
+    assert set(df.device) == {"cpu"} and set(df.threads) == {1}
+    assert set(df.cpu_capability) == {torch.backends.cpu.get_cpu_capability()}
     table = (finished / "results/tiny/table.md").read_text()
     for label in ("lth", "naive", "permuted (weight)", "permuted (activation)", "random", "± "):
         assert label in table
@@ -91,13 +99,40 @@ def test_rerun_does_nothing_and_a_sparse_change_reruns_only_sparse_jobs(finished
     (finished / "config.yaml").write_text(yaml.safe_dump({**cfg, "sparsities": [0.5, 0.9, 0.95]}))
     more = snakemake(finished, "-n")
     assert _job_counts(more.stdout + more.stderr) == {
-        "imp": 2, "permute_mask": 2, "train_sparse": 4, "summarize": 1, "plot": 1, "all": 1}
+        "imp": 2, "permute_mask": 2, "train_sparse": 4, "summarize": 1, "plot": 1, "mask_overlap": 2,
+        "diversity": 1, "diagnostics_report": 1, "all": 1}
     cfg["sparse"]["train"]["lr"] = 0.02
     (finished / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))  # key order changes too
     dry = snakemake(finished, "-n")
     assert dry.returncode == 0, dry.stderr[-2000:]
     jobs = _job_counts(dry.stdout + dry.stderr)
-    assert jobs == {"train_sparse": 8, "summarize": 1, "plot": 1, "all": 1}, jobs
+    assert jobs == {"train_sparse": 8, "summarize": 1, "plot": 1, "diversity": 1, "diagnostics_report": 1,
+                    "all": 1}, jobs
+
+
+def test_the_report_is_one_page_with_every_figure_and_its_caption(finished):
+    out = finished / "results/tiny/report.html"
+    proc = snakemake(finished, "--report", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = out.read_text()
+    for name in ("accuracy_vs_k.png", "gain.png", "lmc.png", "mask_overlap.png", "diversity.csv", "environment.csv",
+                 "table.md", "diagnostics.md"):
+        assert name in html, name
+    assert "Look for" in html  # the captions say what to look for
+
+
+def test_diagnostics_are_switched_by_the_config(tmp_path):
+    cfg = {**SMALL, "diagnostics": {"lmc": False, "mask_overlap": True, "diversity": False}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = _job_counts(snakemake(tmp_path, "-n").stdout)
+    assert jobs["mask_overlap"] == 2 and jobs["diagnostics_report"] == 1
+    assert "lmc" not in jobs and "diversity" not in jobs
+    off = {"lmc": False, "mask_overlap": False, "diversity": False}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**cfg, "diagnostics": off}))
+    dry = snakemake(tmp_path, "-n").stdout
+    jobs = _job_counts(dry)
+    assert not {"lmc", "mask_overlap", "diversity", "diagnostics_report"} & set(jobs) and jobs["plot"] == 1
+    assert "logits.pt" not in dry and "--save-logits false" in snakemake(tmp_path, "-n", "-p").stdout
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

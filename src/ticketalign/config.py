@@ -172,6 +172,20 @@ class SparseConfig:
     variants: list[str] = _opt(help="sparse runs per (pair, sparsity, k)", factory=lambda: ["lth", "naive", "permuted"])
 
 
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    """The diagnostics that explain the result (ticketalign.analysis); each is one cached rule."""
+
+    lmc: bool = _opt(True, "linear mode connectivity: test loss/error on the line A<->B and pi(A)<->B")
+    lmc_points: int = _opt(11, "linear mode connectivity: evenly spaced points on each line, ends included")
+    bn_batches: int = _opt(20, "BatchNorm models: training batches that recompute the running statistics "
+                               "at each point of a line")
+    bn_batch_size: int = _opt(256, "BatchNorm models: batch size of that recomputation")
+    mask_overlap: bool = _opt(True, "Jaccard overlap of m_A with pi(m_A) per layer, and with a random permutation")
+    diversity: bool = _opt(True, "ensemble diversity of the sparse runs across seed pairs and across variants "
+                                 "(from their saved test logits)")
+
+
 def sparse_run_names(variants: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str, str]]:
     """``(run name, variant, matching method)`` of every sparse run, in order: a permuted run per method."""
     runs = [(v, v, "") for v in ("lth", "naive") if v in variants]
@@ -196,6 +210,7 @@ class ExperimentConfig:
     sparse: SparseConfig
     rewind_epochs_by_width: dict[str, list[int]] = field(default_factory=dict)
     runtime: Runtime = field(default_factory=Runtime)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rewind_epochs_by_width", _rewinds_by_width(self))

@@ -130,6 +130,11 @@ def sparse_metrics():
     ]
 
 
+def sparse_logits():
+    """Every sparse run's test logits (train_sparse writes them beside metrics.json)."""
+    return [str(Path(path).with_name("logits.pt")) for path in sparse_metrics()]
+
+
 def permuted_masks(wc):
     """Inputs of train_sparse: A's mask permuted by each matching method (none without 'permuted')."""
     if "permuted" not in VARIANTS:
@@ -142,3 +147,28 @@ def previous_target_mask(wc):
     by the one before: a new, sparser target adds one job and reruns nothing else."""
     i = SPARSITIES.index(wc.sp)
     return [f"{seed_dir(wc.width, wc.seed)}/imp/mask_s{SPARSITIES[i - 1]}.pt"] if i else []
+
+
+# The diagnostics (workflow/rules/diagnostics.smk), each switched by the config's `diagnostics`.
+DIAG = config["diagnostics"] | {
+    k: config["diagnostics"][k] and "permuted" in VARIANTS for k in ("lmc", "mask_overlap")
+}
+DIAG_DIR = f"{RESULTS}/diagnostics"
+LMC_OPTIONS = {k: DIAG[k] for k in ("lmc_points", "bn_batches", "bn_batch_size")}
+
+
+def per_pair(name):
+    return [f"{pair_dir(w, a, b)}/{name}" for w in WIDTHS for a, b in PAIRS]
+
+
+def diagnostics_outputs():
+    """What the enabled diagnostics put in the report (rule all asks for these). Linear mode
+    connectivity and mask overlap compare A and B through pi: they run with the permuted variant."""
+    out = []
+    if DIAG["lmc"]:
+        out += [f"{DIAG_DIR}/barriers.csv", f"{DIAG_DIR}/lmc.png"]
+    if DIAG["mask_overlap"]:
+        out += [f"{DIAG_DIR}/mask_overlap.csv", f"{DIAG_DIR}/mask_overlap.png"]
+    if DIAG["diversity"]:
+        out += [f"{DIAG_DIR}/diversity.csv"]
+    return out + [f"{DIAG_DIR}/diagnostics.md"] if out else []

@@ -3,7 +3,7 @@
 
 rule train_dense:
     input:
-        code=TRAIN_CODE,
+        code=TRAIN_CODE + lib("provenance.py"),
         script=SCRIPTS / "train_dense.py",
     output:
         final=f"{RESULTS}/w{{width}}/seed{{seed}}/dense/final.pt",

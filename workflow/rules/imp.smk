@@ -5,7 +5,7 @@
 
 rule imp:
     input:
-        code=TRAIN_CODE + lib("pruning.py"),
+        code=TRAIN_CODE + lib("pruning.py", "provenance.py"),
         script=SCRIPTS / "imp.py",
         dense=f"{RESULTS}/w{{width}}/seed{{seed}}/dense/final.pt",
         reset=(

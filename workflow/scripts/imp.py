@@ -11,6 +11,7 @@ from ticketalign import cli
 from ticketalign.artifacts import save_artifact, save_json
 from ticketalign.config import ImpConfig
 from ticketalign.masks import dense_masks, sparsity, total_count
+from ticketalign.provenance import environment
 from ticketalign.pruning import plan_imp, run_imp
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     )
     save_json(args.out_dir / f"metrics_s{args.sparsity:g}.json", {
         **meta, "mode": "reset" if reset else "ft", "sparsity": args.sparsity,
-        "chain_levels": plan.trained_levels, "levels": levels,
+        "chain_levels": plan.trained_levels, "levels": levels, "environment": environment(device),
     })
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ticketalign import cli
 from ticketalign.artifacts import save_artifact, save_json
+from ticketalign.provenance import environment
 from ticketalign.train import train
 
 
@@ -42,7 +43,8 @@ def main() -> None:
     for k in args.snapshot_epochs:
         os.replace(cache / f"ep{k}.pt", args.out_dir / f"ep{k}.pt")
     save_artifact(args.out_dir / "final.pt", "model_state", model.state_dict(), epoch=cfg.epochs, **meta)
-    save_json(args.out_dir / "metrics.json", {**meta, **result.final, "history": result.history})
+    save_json(args.out_dir / "metrics.json", {**meta, **result.final, "environment": environment(device),
+                                                   "history": result.history})
     (args.out_dir / "train.ckpt").unlink(missing_ok=True)
 
 

@@ -3,17 +3,24 @@
 
 The runs (lth, naive, permuted per matching method, random) and what each starts from are
 defined in ticketalign.experiment. Each run trains (epochs - k) epochs and writes
-<out-dir>/<run>/metrics.json.
+<out-dir>/<run>/metrics.json (with its wall time and the environment that decides
+reproducibility) and <out-dir>/<run>/logits.pt (its test logits, float16, for the ensemble
+diversity diagnostics: no retraining needed).
 """
 
 import argparse
+import time
 from pathlib import Path
 
+import torch
+
 from ticketalign import cli
-from ticketalign.artifacts import load_artifact, save_json
+from ticketalign.artifacts import load_artifact, save_artifact, save_json
 from ticketalign.config import VARIANTS
 from ticketalign.experiment import sparse_runs
-from ticketalign.masks import sparsity
+from ticketalign.masks import kept_count, sparsity
+from ticketalign.predictions import test_logits
+from ticketalign.provenance import environment
 from ticketalign.train import train
 
 
@@ -45,6 +52,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", choices=VARIANTS, required=True)
     p.add_argument("--tag", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="copied into every metrics.json (width, seeds, sparsity, ...)")
+    p.add_argument("--save-logits", choices=["true", "false"], default="true",
+                   help="write <run>/logits.pt, the test logits the diversity diagnostic reads (default: true)")
     p.add_argument("--out-dir", type=Path, required=True)
     args = p.parse_args()
 
@@ -65,12 +74,20 @@ def main() -> None:
                 f"sparsity {sparsity(run.mask):.4f}")
         model = cli.model(args, data).to(device)
         model.load_state_dict(run.start)
+        t0 = time.perf_counter()
         result = train(model, data, cfg, seed=run.seed, runtime=rt, masks=run.mask,
                        checkpoint=args.out_dir / run.name / "train.ckpt", log=cli.log)
+        wall_s = time.perf_counter() - t0  # of this job's share of the run: a resumed run counts from the resume
+        if args.save_logits == "true":
+            logits, labels = test_logits(model, data)
+            save_artifact(args.out_dir / run.name / "logits.pt", "test_logits",
+                          {"logits": logits.to(torch.float16), "labels": labels}, **(tags | meta), run=run.name,
+                          rewind_epoch=args.rewind_epoch, sparsity=mask_meta["sparsity"])
         save_json(args.out_dir / run.name / "metrics.json", {
             **tags, **meta, "variant": run.variant, "match_method": run.match_method,
             "rewind_epoch": args.rewind_epoch, "sparsity": mask_meta["sparsity"],
-            "actual_sparsity": sparsity(run.mask), "epochs": cfg.epochs,
+            "actual_sparsity": sparsity(run.mask), "kept_weights": kept_count(run.mask), "epochs": cfg.epochs,
+            "wall_s": round(wall_s, 3), "environment": environment(device),
             **{k: result.final[k] for k in ("test_acc", "test_loss", "train_acc", "train_loss")},
             "history": result.history,
         })
