@@ -38,8 +38,10 @@ MIN_MINUTES = 10
 SMALL_JOB_MB = 2000
 #: rules that run torch with runtime.threads, on a GPU when the config allows one (match: only
 #: activation matching); the others (mask permutation, the report) take one CPU and seconds
-GPU_RULES = ("train_dense", "imp", "train_sparse", "match")
+GPU_RULES = ("train_dense", "imp", "train_sparse", "match", "lmc")
 TRAINING_RULES = ("train_dense", "imp", "train_sparse")  # these take runtime.gpus GPUs each
+#: test split size as a share of the training split, for the LMC job's estimate (CIFAR 0.2, MNIST 0.17)
+LMC_TEST_SHARE = 0.2
 COLUMNS = ("model", "dataset", "device", "epoch_s", "epoch_s_per_width2", "mem_mb", "mem_mb_per_width2",
            "train_images", "source")
 
@@ -151,6 +153,11 @@ class CostModel:
             act = cfg["matching"]["activation"]
             images = min(act["batches"] * act["batch_size"], self.cost(self.on_gpu).train_images)
             return 2 * images / max(self.cost(self.on_gpu).train_images, 1) / 3  # two models, forward only
+        if rule == "lmc":  # every point of every line: BN statistics re-estimated, then the test split
+            diag, train_images = cfg["diagnostics"], max(self.cost(self.on_gpu).train_images, 1)
+            lines = 1 + len(cfg["matching"]["methods"])  # A<->B, and pi(A)<->B per matching method
+            images = diag["bn_batches"] * diag["bn_batch_size"] + LMC_TEST_SHARE * train_images
+            return lines * diag["lmc_points"] * images / train_images / 3  # forward only
         return 0.0
 
     def _new_imp_levels(self, sp: float) -> int:

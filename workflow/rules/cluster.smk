@@ -36,6 +36,9 @@ localrules:
     permute_mask,
     summarize,
     plot,
+    mask_overlap,
+    diversity,
+    diagnostics_report,
 
 
 def job_resources(rule):

@@ -18,7 +18,7 @@ rule lmc:
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
     resources:
-        gpu=GPU,
+        **job_resources("lmc"),
     conda:
         CONDA_ENV
     log:
