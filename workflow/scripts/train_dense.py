@@ -36,6 +36,7 @@ def main() -> None:
     result = train(
         model, data, cfg, seed=args.seed, runtime=rt, snapshot_epochs=tuple(args.snapshot_epochs),
         on_snapshot=snapshot, checkpoint=args.out_dir / "train.ckpt", log=cli.log,
+        guard=cli.guard(f"rule train_dense (width {args.width:g}, seed {args.seed})", "dense"),
     )
     for k in args.snapshot_epochs:
         os.replace(cache / f"ep{k}.pt", args.out_dir / f"ep{k}.pt")
@@ -45,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)
