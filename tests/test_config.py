@@ -20,6 +20,7 @@ from ticketalign.config import (
     WeightMatchingConfig,
     load_config_files,
     load_schema,
+    read_yaml_file,
     validate_config,
 )
 
@@ -198,3 +199,106 @@ def test_a_config_file_replaces_the_default_rather_than_merging(tmp_path, defaul
     assert cfg["sparse"]["train"] == {**default["sparse"]["train"], "lr": 0.5}
     with pytest.raises(ConfigError, match="missing a required key: 'model'"):
         validate_config(cfg, SCHEMA)
+
+
+# --- repairs and checks of issue 8 (the dry runs through snakemake are in test_faults.py) -----------
+
+
+def test_yaml_floats_without_a_dot_are_numbers_and_a_repeated_key_names_file_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("a: 1e6\nb: 1.0e6\nc: -2E-3\nd: '1e6'\ne: 7\nf: 1_000\n")
+    assert read_yaml_file(path) == {"a": 1e6, "b": 1e6, "c": -2e-3, "d": "1e6", "e": 7, "f": 1000}
+    path.write_text("name: x\nsparsities: [0.9]\ndense: {epochs: 3}\nsparsities: [0.8]\n")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"config file {path}, line 4, column 1: key 'sparsities' appears twice in one mapping (first on line 2)")):
+        read_yaml_file(path)
+    path.write_text("name: x\ndense:\n  epochs: 3\n   lr: 0.1\n")
+    with pytest.raises(ConfigError, match=re.escape(f"config file {path}, line 4, column 6: mapping values")):
+        load_config_files([path])
+
+
+def test_integral_floats_become_ints_where_the_schema_wants_integers(default):
+    cfg = copy.deepcopy(default)
+    cfg["dense"]["epochs"] = 20.0
+    cfg["rewind_epochs"] = [0, 2.0]
+    cfg["seed_pairs"] = [[0, 100.0], [1, 101]]
+    cfg["rewind_epochs_by_width"] = {1: [0, 1.0]}
+    cfg["dense"]["lr"] = 1  # a number field keeps what it was given
+    out = validate_config(cfg, SCHEMA)
+    assert out["dense"]["epochs"] == 20 and type(out["dense"]["epochs"]) is int
+    assert out["rewind_epochs"] == [0, 2] and all(type(k) is int for k in out["rewind_epochs"])
+    assert out["seed_pairs"][0] == [0, 100] and type(out["seed_pairs"][0][1]) is int
+    assert [type(k) for k in out["rewind_epochs_by_width"]["1"]] == [int, int]
+    with pytest.raises(ConfigError, match=re.escape("'dense.epochs' is 20.5; expected type: integer")):
+        validate_config(_mutate(default, ("dense", "epochs"), 20.5), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        (("sparsities",), [0.9, 0.9000001], "'sparsities[1]' is 0.9000001, which shares the results folder s0.9 "
+                                            "with 'sparsities[0]' (0.9)"),
+        (("model", "widths"), [1, 1.0000001], "'model.widths[1]' is 1.0000001, which shares the results folder w1"),
+        (("sparsities",), [0.80000001], "'sparsities[0]' is 0.80000001; allowed values: numbers of at most 6 "
+                                        "significant digits (results paths would round it to s0.8)"),
+    ],
+)
+def test_numbers_that_share_or_misname_a_results_folder_are_refused(default, path, value, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        validate_config(_mutate(default, path, value), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "model, dataset, expected",
+    [
+        ({"options": {"hiddn": 64}}, "digits",
+         "config: unknown key 'model.options.hiddn' for model 'mlp'; allowed keys: hidden, depth"),
+        ({"options": {"depth": 0}}, "digits", "config: 'model.options' is {'depth': 0}; allowed values: options "
+                                              "build_mlp accepts (MLP depth must be at least 1 hidden layer, got 0)"),
+        ({"name": "resnet20", "options": {}, "widths": [1, 1.1]}, "cifar10",
+         "config: 'model.widths[1]' is 1.1; allowed values: widths resnet20 can be built with (resnet20 width 1.1 "
+         "gives 17.6 channels"),
+        ({"name": "resnet20", "options": {}}, "digits", "config: 'model.name' is 'resnet20'; allowed values: a model "
+                                                        "for dataset digits's inputs of shape (64,)"),
+        ({"name": "vgg11", "options": {"hidden": 3}}, "cifar10",
+         "config: unknown key 'model.options.hidden' for model 'vgg11'; allowed keys: none"),
+    ],
+)
+def test_the_model_is_built_on_the_meta_device_at_every_width_before_any_job(default, model, dataset, expected):
+    cfg = copy.deepcopy(default)
+    cfg["model"].update(model)
+    cfg["dataset"]["name"] = dataset
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, SCHEMA)
+    assert str(err.value).startswith(expected) and "\n" not in str(err.value)
+
+
+def test_a_cuda_device_must_exist_where_the_jobs_run(default, monkeypatch):
+    import torch
+
+    cfg = _mutate(default, ("runtime",), {"device": "cuda:7"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=re.escape("'runtime.device' is 'cuda:7'; allowed values: auto or cpu "
+                                                    "(this machine has no CUDA device and the jobs run here;")):
+        validate_config(cfg, SCHEMA)
+    assert validate_config(cfg, SCHEMA, jobs_run_here=False)["runtime"]["device"] == "cuda:7"  # a cluster's business
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=re.escape("allowed values: auto, cpu, cuda or cuda:0 to cuda:1")):
+        validate_config(cfg, SCHEMA)
+    assert validate_config(_mutate(default, ("runtime",), {"device": "cuda:1"}), SCHEMA)
+
+
+def test_a_layer_that_changes_model_name_replaces_model_options(tmp_path, default):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump(default))
+    # as snakemake parses --config "model={name: resnet20}": the MLP's hidden/depth go with the MLP
+    switched = load_config_files([preset], {"model": {"name": "resnet20"}})
+    assert switched["model"] == {"name": "resnet20", "widths": [1]}  # options: the default, {}
+    own = load_config_files([preset], {"model": {"name": "resnet20", "options": {"kaiming_mode": "fan_in"}}})
+    assert own["model"]["options"] == {"kaiming_mode": "fan_in"}
+    same = load_config_files([preset], {"model": {"name": "mlp", "options": {"hidden": "64"}}})
+    assert same["model"]["options"] == {"hidden": 64, "depth": 2}  # same model: options merge key by key
+    later = tmp_path / "later.yaml"
+    later.write_text("model: {name: vgg11}\n")
+    assert "options" not in load_config_files([preset, later])["model"]  # a later --configfile too

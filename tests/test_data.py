@@ -375,3 +375,17 @@ def test_both_dataset_kinds_satisfy_the_protocol(tmp_path, digits):
     for data in (digits, digits.to("cpu"), imagenet, imagenet.to("cpu")):
         assert isinstance(data, D.Dataset)
     assert not isinstance(digits.x_train, D.Dataset)
+
+
+def test_dataset_shapes_known_without_reading_are_the_loaders(tmp_path, digits):
+    """The config check builds models from DATASET_SHAPES; they must be what the loaders deliver."""
+    write_cifar(tmp_path, "cifar10")
+    write_cifar(tmp_path, "cifar100")
+    write_idx_set(tmp_path / "MNIST" / "raw")
+    write_idx_set(tmp_path / "FashionMNIST" / "raw")
+    assert set(D.DATASET_SHAPES) == set(D.DATASETS)
+    loaded = {"digits": digits} | {n: load_dataset(n, root=tmp_path) for n in ("cifar10", "cifar100", "mnist",
+                                                                             "fashion_mnist")}
+    for name, data in loaded.items():
+        assert D.DATASET_SHAPES[name] == (tuple(data.input_shape), data.num_classes), name
+    assert D.DATASET_SHAPES["imagenet"][0] == (3, 224, 224)  # ImageFolderDataset's default image size

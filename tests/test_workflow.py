@@ -1,16 +1,11 @@
 """The real Snakefile, run with `snakemake` on a shrunken digits config in a temporary folder."""
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import torch
 import yaml
 from dataset_files import write_cifar
-
-ROOT = Path(__file__).resolve().parents[1]
+from workflow_runner import job_counts, snakemake
 
 SMALL = {
     "name": "tiny",
@@ -27,14 +22,6 @@ SMALL = {
     "runtime": {"device": "cpu"},
 }
 RUNS = ["lth", "naive", "permuted_weight", "permuted_activation", "random"]
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    if shutil.which("snakemake") is None:
-        pytest.fail("snakemake is not installed: pip install -e '.[test]'")
-    cmd = ["snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile",
-           str(workdir / "config.yaml"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +85,14 @@ def test_rerun_does_nothing_and_a_sparse_change_reruns_only_sparse_jobs(finished
     # a sparser target adds its own jobs only: the seeds' IMP chains continue from the cache
     (finished / "config.yaml").write_text(yaml.safe_dump({**cfg, "sparsities": [0.5, 0.9, 0.95]}))
     more = snakemake(finished, "-n")
-    assert _job_counts(more.stdout + more.stderr) == {
+    assert job_counts(more.stdout + more.stderr) == {
         "imp": 2, "permute_mask": 2, "train_sparse": 4, "summarize": 1, "plot": 1, "mask_overlap": 2,
         "diversity": 1, "diagnostics_report": 1, "all": 1}
     cfg["sparse"]["train"]["lr"] = 0.02
     (finished / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))  # key order changes too
     dry = snakemake(finished, "-n")
     assert dry.returncode == 0, dry.stderr[-2000:]
-    jobs = _job_counts(dry.stdout + dry.stderr)
+    jobs = job_counts(dry.stdout + dry.stderr)
     assert jobs == {"train_sparse": 8, "summarize": 1, "plot": 1, "diversity": 1, "diagnostics_report": 1,
                     "all": 1}, jobs
 
@@ -124,13 +111,13 @@ def test_the_report_is_one_page_with_every_figure_and_its_caption(finished):
 def test_diagnostics_are_switched_by_the_config(tmp_path):
     cfg = {**SMALL, "diagnostics": {"lmc": False, "mask_overlap": True, "diversity": False}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    jobs = _job_counts(snakemake(tmp_path, "-n").stdout)
+    jobs = job_counts(snakemake(tmp_path, "-n").stdout)
     assert jobs["mask_overlap"] == 2 and jobs["diagnostics_report"] == 1
     assert "lmc" not in jobs and "diversity" not in jobs
     off = {"lmc": False, "mask_overlap": False, "diversity": False}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**cfg, "diagnostics": off}))
     dry = snakemake(tmp_path, "-n").stdout
-    jobs = _job_counts(dry)
+    jobs = job_counts(dry)
     assert not {"lmc", "mask_overlap", "diversity", "diagnostics_report"} & set(jobs) and jobs["plot"] == 1
     assert "logits.pt" not in dry and "--save-logits false" in snakemake(tmp_path, "-n", "-p").stdout
 
@@ -142,21 +129,6 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "'sparsities[1]' is 1.2; allowed values: > 0 and < 1" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
-
-
-def _job_counts(text: str) -> dict[str, int]:
-    counts, inside = {}, False
-    for line in text.splitlines():
-        if line.startswith("job ") and "count" in line:
-            inside = True
-            continue
-        if inside:
-            parts = line.split()
-            if not parts or parts[0] == "total":
-                break
-            if len(parts) == 2 and parts[1].isdigit():
-                counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def test_resnet20_on_cifar_files_runs_end_to_end(tmp_path):

@@ -14,16 +14,22 @@ import os
 import sys
 import time
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ticketalign import distributed
-from ticketalign.artifacts import load_artifact
-from ticketalign.config import Runtime, TrainConfig
-from ticketalign.data import Dataset, load_dataset
+from ticketalign.artifacts import ArtifactError, load_artifact
+from ticketalign.config import ConfigError, Runtime, TrainConfig
+from ticketalign.data import Dataset, DatasetError, load_dataset
 from ticketalign.gpu import select_device
+from ticketalign.guards import DivergenceError, DivergenceGuard, nonfinite_tensors
+from ticketalign.masks import Masks, dense_masks, keep_for_sparsity, kept_count, total_count
 from ticketalign.models import build_model
+
+#: errors a script reports as one line (its log's last line, which the workflow shows) instead of a traceback
+USER_ERRORS = (ArtifactError, ConfigError, DatasetError, DivergenceError)
 
 
 def parser(description: str | None, *, train: bool = True) -> argparse.ArgumentParser:
@@ -161,10 +167,57 @@ def model_meta(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, key) for key in MODEL_KEYS}
 
 
-def load_model_state(path: str, args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    """A saved model state, checked to be of the architecture the arguments describe."""
-    state, _ = load_artifact(path, "model_state", expect=model_meta(args))
+def load_model_state(
+    path: str, args: argparse.Namespace, *, seed: int | None = None, epoch: int | None = None,
+    producer: str | None = "train_dense",
+) -> dict[str, torch.Tensor]:
+    """A saved model state, checked to be of the architecture the arguments describe (and of
+    ``seed`` and ``epoch`` when given, as its path says) and to hold only finite numbers."""
+    expect = model_meta(args) | ({} if seed is None else {"seed": seed}) | ({} if epoch is None else {"epoch": epoch})
+    state, _ = load_artifact(path, "model_state", expect=expect, producer=producer)
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ArtifactError(path, f"weights are not finite ({', '.join(bad[:3])}): the run that wrote it diverged",
+                            producer)
     return state
+
+
+def load_masks(
+    path: str, args: argparse.Namespace, *, seed: int, sparsity: float, producer: str,
+    model: torch.nn.Module | None = None, **meta: Any,
+) -> tuple[Masks, dict[str, Any]]:
+    """A mask of the architecture the arguments describe, for A's ``seed`` and target ``sparsity``
+    (and any other ``meta``, as its path says), keeping exactly the number of weights that
+    sparsity keeps; with ``model``, one tensor of the right shape per prunable weight."""
+    masks, found = load_artifact(
+        path, "mask", expect=model_meta(args) | {"seed": seed, "sparsity": sparsity} | meta, producer=producer
+    )
+    if model is not None:
+        want = {n: tuple(m.shape) for n, m in dense_masks(model).items()}
+        have = {n: tuple(m.shape) for n, m in masks.items()}
+        if have != want:
+            raise ArtifactError(path, f"its tensors {have} are not the prunable weights {want} of the model", producer)
+    kept, total = kept_count(masks), total_count(masks)
+    if kept != keep_for_sparsity(total, sparsity):
+        raise ArtifactError(path, f"keeps {kept} of {total} weights, but sparsity {sparsity:g} keeps exactly "
+                            f"{keep_for_sparsity(total, sparsity)}", producer)
+    return masks, found
+
+
+def guard(run: str, config_key: str) -> DivergenceGuard:
+    """The divergence guard of one training run: ``run`` names it (rule, width, seeds, ...) in the
+    error, ``config_key`` is the config section of its recipe."""
+    return DivergenceGuard(run=run, config_key=config_key)
+
+
+def main(fn: Callable[[], None]) -> None:
+    """Run a script's ``main``; a known error (a bad artifact, a diverged run, a missing dataset)
+    ends it with one line, ``error: ...``, the last line of the job's log, and exit status 1."""
+    try:
+        fn()
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def log(msg: str) -> None:

@@ -7,18 +7,29 @@
 3. the dataclasses below fill the defaults and check what a schema cannot express: a section's
    own rules in its ``__post_init__`` (warmup within the run), rules across sections in
    :class:`ExperimentConfig` (a rewind epoch past the end of training).
+4. what only the library knows (:func:`check_model`, :func:`check_device`): the model builds
+   with its options at every width (on the meta device: no memory, no init), and a CUDA
+   ``runtime.device`` exists where the jobs run.
+Values are normalized on the way: an integral float where the schema wants an integer
+(``epochs: 6.0``) becomes an int, a non-integral one is refused; numbers that results paths
+would round (``0.9000001`` is ``s0.9``), or two that land in one folder, are refused by name.
 The scripts build the same dataclasses from their flags (``ticketalign.cli`` generates every flag
 and its default from the fields), so a rule is written once and holds on both paths. The schema
 documents the keys; a test holds its fields, types and defaults equal to the dataclasses'.
 
+Config files are read as YAML with two repairs of PyYAML's YAML 1.1 reading: ``1e6`` and
+``1.0e6`` are numbers (YAML 1.2), and a key written twice in one mapping is an error naming the
+file and line (as is any syntax error), not a silent override.
+
 This module imports neither torch nor (until they are needed) yaml and jsonschema: the Snakefile
-and every training script import it at start-up.
+and every training script import it at start-up; the checks of step 4 import torch when run.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -306,17 +317,73 @@ def load_config_files(paths: list[str | Path], overrides: Mapping[str, Any] | No
 
     Snakemake merges ``--configfile`` on top of the Snakefile's default config.yaml, so a preset
     that leaves a key out would silently inherit the digits default; a preset must stand alone.
+    Layers merge key by key, except that ``model.options`` belong to ``model.name``: a layer (a
+    later file, or ``--config``) that changes ``model.name`` drops the options of the old model,
+    keeping only the options it gives itself.
     """
-    import yaml
-
     cfg: dict[str, Any] = {}
     for path in paths:
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
+        loaded = read_yaml_file(path)
+        if loaded is None:
+            loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys, found {type(loaded).__name__}")
-        deep_update(cfg, loaded)
-    return deep_update(cfg, _typed(overrides or {}))
+        merge_layer(cfg, loaded)
+    return merge_layer(cfg, _typed(overrides or {}))
+
+
+def merge_layer(cfg: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """``deep_update(cfg, layer)``, but a layer that changes ``model.name`` replaces ``model.options``."""
+    model, new = cfg.get("model"), layer.get("model")
+    if isinstance(model, dict) and isinstance(new, Mapping) and "name" in new and new["name"] != model.get("name"):
+        model.pop("options", None)
+    return deep_update(cfg, layer)
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """A YAML file read with :func:`yaml_loader`; a syntax error or a repeated key is a
+    :class:`ConfigError` naming the file, line and column."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            return yaml.load(f, Loader=yaml_loader())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {path}{where}: {problem} (not valid YAML)") from None
+
+
+@functools.cache
+def yaml_loader() -> type:
+    """yaml.SafeLoader that reads ``1e6`` / ``1.0e6`` / ``2E-3`` as floats (YAML 1.2; PyYAML's YAML 1.1
+    reads them as strings) and refuses a key repeated in one mapping."""
+    import re
+
+    import yaml
+
+    class ConfigLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = lines.get(key)
+                except TypeError:  # an unhashable key: SafeLoader refuses it itself
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one mapping (first on line {first + 1})",
+                        key_node.start_mark)
+                lines[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    exponent = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+    ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789."))
+    return ConfigLoader
 
 
 def _typed(value: Any) -> Any:
@@ -329,14 +396,20 @@ def _typed(value: Any) -> Any:
         return [_typed(v) for v in value]
     if isinstance(value, str):
         try:
-            return yaml.safe_load(value)
+            return yaml.load(value, Loader=yaml_loader())
         except yaml.YAMLError:
             return value
     return value
 
 
-def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with every default filled in (a new dict), or :class:`ConfigError` naming the key."""
+def validate_config(
+    config: Mapping[str, Any], schema: Mapping[str, Any], *, jobs_run_here: bool = True
+) -> dict[str, Any]:
+    """The config with every default filled in (a new dict), or :class:`ConfigError` naming the key.
+
+    ``jobs_run_here``: the jobs run on this machine (Snakemake's local executor), so a CUDA
+    ``runtime.device`` must exist here; with a cluster executor the check is left to the jobs.
+    """
     import jsonschema
 
     _check_renamed(config)
@@ -344,7 +417,111 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
         raise ConfigError(_describe(errors[0]))
-    return dataclasses.asdict(build(ExperimentConfig, copy.deepcopy(dict(config))))
+    config = _integers(copy.deepcopy(dict(config)), schema, schema)
+    _check_path_numbers(config)
+    cfg = dataclasses.asdict(build(ExperimentConfig, config))
+    check_model(cfg["model"], cfg["dataset"]["name"])
+    if jobs_run_here:
+        check_device(cfg["runtime"]["device"])
+    return cfg
+
+
+def _integers(value: Any, node: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    """``value`` with every integral float the schema types ``integer`` made an int (JSON Schema
+    counts 6.0 as an integer, argparse and paths do not)."""
+    while "$ref" in node:
+        target: Any = root
+        for part in node["$ref"][2:].split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    if node.get("type") == "integer" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list) and isinstance(node.get("items"), Mapping):
+        return [_integers(v, node["items"], root) for v in value]
+    if isinstance(value, dict):
+        props, extra = node.get("properties", {}), node.get("additionalProperties")
+        return {k: _integers(v, props.get(k, extra if isinstance(extra, Mapping) else {}), root)
+                for k, v in value.items()}
+    return value
+
+
+def path_number(x: float) -> str:
+    """A number as results paths spell it: ``0.95 -> '0.95'``, ``1.0 -> '1'`` (6 significant digits)."""
+    return f"{x:g}"
+
+
+def _check_path_numbers(config: Mapping[str, Any]) -> None:
+    """Sparsities and widths name result folders (``s0.9``, ``w1``): two values must not share a
+    folder, and a value must be what its folder says (paths keep 6 significant digits)."""
+    lists = {"sparsities": ("s", config["sparsities"]), "model.widths": ("w", config["model"]["widths"])}
+    for key, (prefix, values) in lists.items():
+        first: dict[str, int] = {}
+        for i, v in enumerate(values):
+            j = first.setdefault(path_number(v), i)
+            if j != i:
+                raise ConfigError(
+                    f"config: '{key}[{i}]' is {v!r}, which shares the results folder {prefix}{path_number(v)} with "
+                    f"'{key}[{j}]' ({values[j]!r}); allowed values: numbers that differ within 6 significant digits")
+        for i, v in enumerate(values):
+            if float(path_number(v)) != v:
+                raise BadValue(f"{key}[{i}]", v, "numbers of at most 6 significant digits",
+                               note=f"results paths would round it to {prefix}{path_number(v)}")
+
+
+def check_model(model: Mapping[str, Any], dataset: str) -> None:
+    """``model.options`` are keyword arguments of the model's builder, and the model builds at every
+    width for the dataset's inputs (on the meta device: no memory, no initialization)."""
+    import inspect
+
+    import torch
+
+    from ticketalign.data import DATASET_SHAPES
+    from ticketalign.models import MODELS, build_model
+
+    name, options = model["name"], dict(model["options"])
+    builder = MODELS[name]
+    allowed = [p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_classes", "width")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"config: unknown key {', '.join(repr(f'model.options.{k}') for k in unknown)} for model "
+                          f"{name!r}; allowed keys: {', '.join(allowed) or 'none (model.options must be empty)'}")
+    input_shape, num_classes = DATASET_SHAPES[dataset]
+
+    def build(width: float) -> str | None:
+        try:
+            with torch.device("meta"):
+                build_model(name, input_shape, num_classes, width=width, **options)
+        except (TypeError, ValueError, RuntimeError) as err:
+            return (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return None
+
+    problem = build(1.0)
+    if problem is not None:  # not the width's fault
+        if options:
+            raise BadValue("model.options", options, f"options {builder.__name__} accepts", note=problem)
+        raise BadValue("model.name", name, f"a model for dataset {dataset}'s inputs of shape {input_shape}",
+                       note=problem)
+    for i, width in enumerate(model["widths"]):
+        problem = build(width)
+        if problem is not None:
+            raise BadValue(f"model.widths[{i}]", width, f"widths {name} can be built with", note=problem)
+
+
+def check_device(device: str) -> None:
+    """A CUDA ``runtime.device`` (``cuda``, ``cuda:N``) exists on this machine."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BadValue("runtime.device", device, "auto or cpu",
+                       note="this machine has no CUDA device and the jobs run here; a cluster executor "
+                            "(e.g. --workflow-profile workflow/profiles/slurm) leaves the check to the jobs")
+    count = torch.cuda.device_count()
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise BadValue("runtime.device", device, f"auto, cpu, cuda or cuda:0 to cuda:{count - 1}",
+                       note=f"this machine has {count} CUDA device(s)")
 
 
 def _check_renamed(config: Mapping[str, Any]) -> None:
@@ -389,3 +566,28 @@ def _range(s: Mapping[str, Any]) -> str:
     lo = f"> {s['exclusiveMinimum']}" if "exclusiveMinimum" in s else (f">= {s['minimum']}" if "minimum" in s else "")
     hi = f"< {s['exclusiveMaximum']}" if "exclusiveMaximum" in s else (f"<= {s['maximum']}" if "maximum" in s else "")
     return " and ".join(x for x in (lo, hi) if x)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ticketalign.config FILE [FILE ...]``: check config files as the workflow does.
+
+    Snakemake parses a ``--configfile`` itself before the workflow starts, and reports a YAML
+    syntax error there without file or line; this names both (and every other config error).
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="+", help="config files, merged in order like snakemake --configfile A B")
+    args = p.parse_args(argv)
+    schema = load_schema(Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml")
+    try:
+        cfg = validate_config(load_config_files(args.files), schema)
+    except ConfigError as err:
+        print(err)
+        return 1
+    print(f"ok: results go to results/{cfg['name']}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -52,7 +52,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device auto or cpu")
+        raise RuntimeError(f"device {name!r} requested (runtime.device in the config, --device here) but CUDA is "
+                           "not available on this machine; use auto or cpu")
     return device
 
 @dataclass

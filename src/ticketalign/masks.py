@@ -66,6 +66,11 @@ def total_count(masks: Mapping[str, torch.Tensor]) -> int:
     return int(sum(m.numel() for m in masks.values()))
 
 
+def keep_for_sparsity(total: int, target: float) -> int:
+    """How many weights survive at sparsity ``target``: exactly ``total - round(target * total)``."""
+    return total - round(target * total)
+
+
 def density(masks: Mapping[str, torch.Tensor]) -> float:
     """Fraction of masked weights that are kept."""
     return kept_count(masks) / total_count(masks)

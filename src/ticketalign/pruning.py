@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,18 @@ from torch import nn
 from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
 from ticketalign.config import ImpConfig
 from ticketalign.data import Dataset
-from ticketalign.masks import Masks, apply_masks, dense_masks, kept_count, sparsity, total_count
+from ticketalign.guards import DivergenceGuard
+from ticketalign.masks import (  # noqa: F401 (keep_for_sparsity: pruning's own API too)
+    Masks,
+    apply_masks,
+    dense_masks,
+    keep_for_sparsity,
+    kept_count,
+    sparsity,
+    total_count,
+)
 from ticketalign.seeding import derive_seed
 from ticketalign.train import Runtime, TrainConfig, state_fingerprint, train
-
-
-def keep_for_sparsity(total: int, target: float) -> int:
-    """How many weights survive at sparsity ``target``: exactly ``total - round(target * total)``."""
-    return total - round(target * total)
 
 
 def magnitude_prune(weights: Mapping[str, torch.Tensor], masks: Masks, keep: int) -> Masks:
@@ -110,6 +114,7 @@ def run_imp(
     runtime: Runtime = Runtime(),
     on_target: Callable[[float, Masks], None],
     log: Callable[[str], None] | None = print,
+    guard: DivergenceGuard | None = None,
 ) -> list[dict[str, Any]]:
     """Run the IMP chain on ``model`` (trained dense A, modified in place); emit each target's mask.
 
@@ -118,7 +123,9 @@ def run_imp(
     weights to ``reset_state`` (A at ``imp.reset_epoch``) and retrains. Each trained level is
     cached in ``cache_dir`` with the fingerprint of everything that made it
     (:func:`chain_fingerprint`), so a rerun after a crash, or with one more target, trains only
-    what is new, and a level of another recipe is never reused.
+    what is new, and a level of another recipe is never reused: a cached level that cannot be read,
+    or was made by another recipe, is discarded with a log line and trained again. ``guard`` (its
+    run named per level) stops a diverging level.
     """
     cache_dir = Path(cache_dir)
     masks = dense_masks(model)
@@ -130,13 +137,17 @@ def run_imp(
         base, keep = plan.targets[t]
         # jump to the deepest level on disk up to base: only that one is read, however long the chain
         for cached_level in range(base, level, -1):
-            try:
-                path = cache_dir / f"level{cached_level}.pt"
-                cached, _ = load_artifact(path, "imp_level", expect={**expect, "level": cached_level})
-            except ArtifactError:
+            path = cache_dir / f"level{cached_level}.pt"
+            if not path.exists():
                 continue
-            model.load_state_dict(cached["state"])
-            masks, levels, level = cached["masks"], cached["levels"], cached_level
+            try:
+                state, masks_found, levels_found = _read_level(path, model, {**expect, "level": cached_level})
+            except ArtifactError as err:
+                if log:
+                    log(f"discarding {path} (it will be trained again): {err.problem}")
+                continue
+            model.load_state_dict(state)
+            masks, levels, level = masks_found, levels_found, cached_level
             if log:
                 log(f"levels 1-{level}: loaded from {path}")
             break
@@ -149,14 +160,29 @@ def run_imp(
             if log:
                 log(f"level {level}: sparsity {sparsity(masks):.4f}, training {train_cfg.epochs} epochs")
             ckpt = cache_dir / f"level{level}.ckpt"
+            level_guard = None if guard is None else replace(guard, run=f"{guard.run}, IMP level {level}")
             result = train(model, data, train_cfg, seed=derive_seed(seed, level), runtime=runtime, masks=masks,
-                           checkpoint=ckpt, log=log)
+                           checkpoint=ckpt, log=log, guard=level_guard)
             levels = levels + [{"level": level, "sparsity": sparsity(masks), **result.final}]
             save_artifact(cache_dir / f"level{level}.pt", "imp_level",
                           {"state": model.state_dict(), "masks": masks, "levels": levels}, **expect, level=level)
             ckpt.unlink(missing_ok=True)
         on_target(t, magnitude_prune(dict(model.named_parameters()), masks, keep))
     return levels
+
+
+def _read_level(path: Path, model: nn.Module, expect: dict[str, Any]) -> tuple[dict, Masks, list]:
+    """A cached level's (state, masks, levels), checked to fit ``model`` before anything is loaded into it."""
+    cached, _ = load_artifact(path, "imp_level", expect=expect)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        state, masks, levels = cached["state"], cached["masks"], cached["levels"]
+        fits = {k: tuple(v.shape) for k, v in state.items()} == shapes and set(masks) == set(dense_masks(model))
+    except (KeyError, TypeError, AttributeError):
+        fits = False
+    if not fits or not isinstance(levels, list):
+        raise ArtifactError(path, "not an IMP level of this model")
+    return state, masks, levels
 
 
 def chain_fingerprint(

@@ -32,6 +32,7 @@ from ticketalign.artifacts import ArtifactError, load_artifact, save_artifact
 from ticketalign.config import Runtime, TrainConfig
 from ticketalign.data import Dataset
 from ticketalign.distributed import Replicas
+from ticketalign.guards import DivergenceGuard
 from ticketalign.masks import Masks, apply_masks
 
 
@@ -121,8 +122,11 @@ def train(
     on_snapshot: Callable[[int, nn.Module], None] | None = None,
     checkpoint: str | Path | None = None,
     log: Callable[[str], None] | None = print,
+    guard: DivergenceGuard | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place on ``data``; see the module docstring for the semantics."""
+    """Train ``model`` in place on ``data``; see the module docstring for the semantics.
+
+    ``guard`` (default: one naming no run) stops a diverging run (:mod:`ticketalign.guards`)."""
     device = next(model.parameters()).device
     bad = [k for k in snapshot_epochs if not 0 <= k <= cfg.epochs]
     if bad:
@@ -154,6 +158,7 @@ def train(
         if 0 in snapshot_epochs and on_snapshot:
             on_snapshot(0, model)
 
+    guard = guard or DivergenceGuard()
     step_model = replicas.wrap(model)
     step_model = torch.compile(step_model) if runtime.compile else step_model
     stop = preempt.listen() if checkpoint is not None else None
@@ -213,9 +218,11 @@ def train(
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
             step += 1
+            guard.after_step(loss, epoch=epoch, epochs=cfg.epochs, step=step, lr=lr)
         loss_sum, correct, seen = replicas.sum(loss_sum, correct, torch.tensor(seen, device=device))
         seen = int(seen)
         elapsed = time.perf_counter() - t0
+        guard.end_of_epoch(model, epoch=epoch, epochs=cfg.epochs, step=step, lr=lr)  # before any state is saved
         row = {
             "epoch": epoch + 1,
             "train_loss": loss_sum.item() / max(seen, 1),
@@ -266,7 +273,7 @@ def _resume(
         optimizer.load_state_dict(state["optimizer"])
     except (ArtifactError, RuntimeError, KeyError) as err:
         if log:
-            log(f"not resuming from {path}: {err}")
+            log(f"not resuming from {path}: {getattr(err, 'problem', err)}")
         return None
     # the checkpoint was loaded onto the training device; RNG states must be CPU byte tensors
     torch.set_rng_state(state["rng_cpu"].cpu())

@@ -13,12 +13,34 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PY
 from snakemake.exceptions import WorkflowError
 from ticketalign.config import ConfigError, load_config_files, load_schema, sparse_run_names, validate_config
 
+
+def jobs_run_here():
+    """Whether the jobs of this run execute on this machine, so that a CUDA `runtime.device` must
+    exist here. False inside a job (a cluster job parses the Snakefile again, maybe on a CPU node)
+    and when Snakemake was started with an executor other than local (`--executor slurm`, or
+    `executor:` in a profile such as workflow/profiles/slurm): the executor is the one Snakemake's
+    command line parsed, profiles included. Snakemake driven from Python (no command line): True.
+    """
+    if not workflow.is_main_process:
+        return False
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == "args_to_api" and frame.f_globals.get("__name__") == "snakemake.cli":
+            return getattr(frame.f_locals.get("args"), "executor", None) in (None, "local")
+        frame = frame.f_back
+    return True
+
+
 try:
     # config.yaml is the default; `--configfile A [B ...]` replaces it (a preset stands alone, later
     # files override earlier ones) and `--config KEY=VALUE` overrides single keys on top
     files = workflow.config_settings.configfiles or [Path(workflow.basedir) / "config.yaml"]
     config = load_config_files(files, workflow.config_settings.config)
-    config = validate_config(config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+    config = validate_config(
+        config,
+        load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"),
+        jobs_run_here=jobs_run_here(),
+    )
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
@@ -40,7 +62,7 @@ def lib(*parts):
 
 
 # what each stage computes with; the scripts themselves are inputs of their rules too
-COMMON_CODE = lib("artifacts.py", "cli.py", "config.py", "data", "models", "masks.py", "seeding.py")
+COMMON_CODE = lib("artifacts.py", "cli.py", "config.py", "data", "guards.py", "models", "masks.py", "seeding.py")
 TRAIN_CODE = COMMON_CODE + lib("train.py")
 # software of every rule under --use-conda (the project itself comes from src/, see PYTHONPATH above)
 CONDA_ENV = "../envs/ticketalign.yaml"
@@ -102,6 +124,12 @@ def flags(options):
             value = str(value).lower()
         out.append(f"{flag} {value}")
     return " ".join(out)
+
+
+def logged(command):
+    """``command`` with its output in the rule's log; when it fails, the log's last line (the
+    script's one-line ``error: ...``, naming the file or run and what to do) is shown too."""
+    return command + " > {log} 2>&1 || (tail -n 1 {log} >&2; exit 1)"
 
 
 def model_flags(width):

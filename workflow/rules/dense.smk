@@ -26,6 +26,8 @@ rule train_dense:
     benchmark:
         f"{RESULTS}/benchmarks/dense/w{{width}}_seed{{seed}}.tsv"
     shell:
-        "python {input.script} {params.dataset} {params.model} {params.train} "
-        "--threads {threads} --seed {wildcards.seed} --snapshot-epochs {params.snapshots} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        logged(
+            "python {input.script} {params.dataset} {params.model} {params.train} "
+            "--threads {threads} --seed {wildcards.seed} --snapshot-epochs {params.snapshots} "
+            "--out-dir {params.out_dir}"
+        )

@@ -21,7 +21,9 @@ rule imp:
         dataset=f"--dataset {config['dataset']['name']}",
         train=flags(config["imp"]["train"]),
         rate=config["imp"]["prune_rate"],
-        reset=lambda wc, input: f"--reset-state {input.reset[0]}" if input.reset else "",
+        reset=lambda wc, input: (
+            f"--reset-state {input.reset[0]} --reset-epoch {config['imp']['reset_epoch']}" if input.reset else ""
+        ),
         out_dir=lambda wc, output: Path(output.mask).parent,
         model=lambda wc: model_flags(wc.width),
     threads: RUNTIME["threads"]
@@ -35,6 +37,8 @@ rule imp:
     benchmark:
         f"{RESULTS}/benchmarks/imp/w{{width}}_seed{{seed}}_s{{sp}}.tsv"
     shell:
-        "python {input.script} {params.dataset} {params.model} {params.train} "
-        "--threads {threads} --seed {wildcards.seed} --dense {input.dense} {params.reset} "
-        "--prune-rate {params.rate} --sparsity {wildcards.sp} --out-dir {params.out_dir} > {log} 2>&1"
+        logged(
+            "python {input.script} {params.dataset} {params.model} {params.train} "
+            "--threads {threads} --seed {wildcards.seed} --dense {input.dense} {params.reset} "
+            "--prune-rate {params.rate} --sparsity {wildcards.sp} --out-dir {params.out_dir}"
+        )

@@ -23,19 +23,25 @@ rule match:
     benchmark:
         f"{RESULTS}/benchmarks/match/w{{width}}_pair{{a}}-{{b}}_{{method}}.tsv"
     shell:
-        "python {input.script} {params.dataset} {params.model} --threads {threads} "
-        "--method {wildcards.method} {params.options} --model-a {input.a} --model-b {input.b} "
-        "--out {output.perm} > {log} 2>&1"
+        logged(
+            "python {input.script} {params.dataset} {params.model} --threads {threads} "
+            "--method {wildcards.method} {params.options} --model-a {input.a} --model-b {input.b} "
+            "--seeds {wildcards.a} {wildcards.b} --out {output.perm}"
+        )
 
 
 rule permute_mask:
     input:
-        code=lib("artifacts.py", "cli.py", "config.py", "permutation/spec.py"),
+        code=COMMON_CODE + lib("permutation/spec.py"),
         script=SCRIPTS / "permute_mask.py",
         perms=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{m}/perm.pt" for m in METHODS],
         mask=f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{{sp}}.pt",
     output:
         masks=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{m}/mask_s{{sp}}.pt" for m in METHODS],
+    params:
+        dataset=f"--dataset {config['dataset']['name']}",
+        methods=" ".join(METHODS),
+        model=lambda wc: model_flags(wc.width),
     conda:
         CONDA_ENV
     resources:
@@ -45,4 +51,8 @@ rule permute_mask:
     benchmark:
         f"{RESULTS}/benchmarks/permute_mask/w{{width}}_pair{{a}}-{{b}}_s{{sp}}.tsv"
     shell:
-        "python {input.script} --mask {input.mask} --perms {input.perms} --outs {output.masks} > {log} 2>&1"
+        logged(
+            "python {input.script} {params.dataset} {params.model} --seeds {wildcards.a} {wildcards.b} "
+            "--sparsity {wildcards.sp} --mask {input.mask} --methods {params.methods} --perms {input.perms} "
+            "--outs {output.masks}"
+        )

@@ -38,7 +38,9 @@ rule train_sparse:
     benchmark:
         f"{RESULTS}/benchmarks/sparse/w{{width}}_pair{{a}}-{{b}}_s{{sp}}_k{{k}}.tsv"
     shell:
-        "python {input.script} {params.dataset} {params.model} {params.train} "
-        "--threads {threads} --seed {wildcards.b} --rewind-epoch {wildcards.k} --a-rewind {input.a_rewind} "
-        "--b-rewind {input.b_rewind} --mask {input.mask} {params.permuted} --variants {params.variants} "
-        "{params.tags} --save-logits {params.logits} --out-dir {params.out_dir} > {log} 2>&1"
+        logged(
+            "python {input.script} {params.dataset} {params.model} {params.train} "
+            "--threads {threads} --seed {wildcards.b} --seeds {wildcards.a} {wildcards.b} --sparsity {wildcards.sp} "
+            "--rewind-epoch {wildcards.k} --a-rewind {input.a_rewind} --b-rewind {input.b_rewind} "
+            "--mask {input.mask} {params.permuted} --variants {params.variants} {params.tags} --save-logits {params.logits} --out-dir {params.out_dir}"
+        )

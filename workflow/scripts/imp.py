@@ -22,6 +22,7 @@ def main() -> None:
     p.add_argument("--dense", required=True, help="trained dense A (final.pt)")
     p.add_argument("--reset-state", default=None,
                    help="A at imp.reset_epoch: IMP resets the survivors to it after each prune (mode reset)")
+    p.add_argument("--reset-epoch", type=int, default=None, help="the epoch of --reset-state (checked in the file)")
     p.add_argument("--sparsity", type=float, required=True, help="target sparsity of the mask")
     p.add_argument("--out-dir", type=Path, required=True, help="writes mask_s<sparsity>.pt, metrics_s<sparsity>.json")
     args = p.parse_args()
@@ -29,8 +30,10 @@ def main() -> None:
     rt, device = cli.runtime(args)
     data = cli.dataset(args, device)
     model = cli.model(args, data).to(device)
-    model.load_state_dict(cli.load_model_state(args.dense, args))
-    reset = cli.load_model_state(args.reset_state, args) if args.reset_state else None
+    model.load_state_dict(cli.load_model_state(args.dense, args, seed=args.seed))
+    reset = None
+    if args.reset_state:
+        reset = cli.load_model_state(args.reset_state, args, seed=args.seed, epoch=args.reset_epoch)
     plan = plan_imp(total_count(dense_masks(model)), [args.sparsity], args.prune_rate)
     cli.log(f"IMP chain: {plan.trained_levels} trained levels, targets {plan.targets}")
     meta = cli.model_meta(args) | {"seed": args.seed}
@@ -42,6 +45,8 @@ def main() -> None:
     levels = run_imp(
         model, data, plan=plan, train_cfg=cli.train_config(args), seed=args.seed, cache_dir=args.out_dir / "levels",
         reset_state=reset, runtime=rt, on_target=emit, log=cli.log,
+        guard=cli.guard(f"rule imp (width {args.width:g}, seed {args.seed}, target sparsity {args.sparsity:g})",
+                        "imp.train"),
     )
     save_json(args.out_dir / f"metrics_s{args.sparsity:g}.json", {
         **meta, "mode": "reset" if reset else "ft", "sparsity": args.sparsity,
@@ -50,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -18,6 +18,8 @@ def main() -> None:
     p.add_argument("--method", choices=["weight", "activation"], required=True)
     p.add_argument("--model-a", required=True, help="trained dense A (final.pt)")
     p.add_argument("--model-b", required=True, help="trained dense B (final.pt)")
+    p.add_argument("--seeds", type=int, nargs=2, required=True, metavar=("A", "B"),
+                   help="seeds of A and B (checked against the files)")
     cli.add_config_args(p, WeightMatchingConfig, "weight matching (--method weight)")
     cli.add_config_args(p, ActivationMatchingConfig, "activation matching (--method activation)")
     p.add_argument("--out", type=Path, required=True, help="the permutation (perm.pt)")
@@ -29,9 +31,9 @@ def main() -> None:
     _, device = cli.runtime(args)
     data = cli.dataset(args, device)
     models = []
-    for path in (args.model_a, args.model_b):
+    for path, seed in zip((args.model_a, args.model_b), args.seeds):
         m = cli.model(args, data).to(device)
-        m.load_state_dict(cli.load_model_state(path, args))
+        m.load_state_dict(cli.load_model_state(path, args, seed=seed))
         models.append(m)
     spec = permutation_spec(models[0], data.input_shape)
     if args.method == "weight":
@@ -47,8 +49,9 @@ def main() -> None:
     moved = {g: float((idx != torch.arange(len(idx))).float().mean()) for g, idx in perm.items()}
     cli.log(f"{args.method} matching: {quality}; fraction of units moved per group: {moved}")
     payload = {"perm": perm, "spec": spec.to_dict()}
-    save_artifact(args.out, "permutation", payload, method=args.method, quality=quality, **cli.model_meta(args))
+    save_artifact(args.out, "permutation", payload, method=args.method, quality=quality, seed_a=args.seeds[0],
+                  seed_b=args.seeds[1], **cli.model_meta(args))
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -37,6 +37,7 @@ def main() -> None:
     result = train(
         model, data, cfg, seed=args.seed, runtime=rt, snapshot_epochs=tuple(args.snapshot_epochs),
         on_snapshot=snapshot, checkpoint=args.out_dir / "train.ckpt", log=cli.log,
+        guard=cli.guard(f"rule train_dense (width {args.width:g}, seed {args.seed})", "dense"),
     )
     if not cli.is_main():
         return  # another process of a multi-GPU job: rank 0 writes the files
@@ -49,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

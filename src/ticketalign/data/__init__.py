@@ -43,6 +43,7 @@ from ticketalign.data.memory import Batch, InMemoryDataset, random_crop_flip
 
 __all__ = [
     "DATASETS",
+    "DATASET_SHAPES",
     "DEBIAN_FASHION_MNIST",
     "DEFAULT_ROOT",
     "IMAGENET_MEAN",
@@ -100,6 +101,17 @@ DATASETS: dict[str, Loader] = {
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
     "imagenet": load_imagenet,
+}
+
+#: (input_shape, num_classes) of every dataset as its loader delivers it, known without reading it
+#: (the config check builds the model on the meta device with these; a test holds them to the loaders)
+DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "digits": ((64,), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "imagenet": ((3, 224, 224), 1000),
 }
 
 
