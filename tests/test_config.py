@@ -298,7 +298,8 @@ def test_a_layer_that_changes_model_name_replaces_model_options(tmp_path, defaul
     own = load_config_files([preset], {"model": {"name": "resnet20", "options": {"kaiming_mode": "fan_in"}}})
     assert own["model"]["options"] == {"kaiming_mode": "fan_in"}
     same = load_config_files([preset], {"model": {"name": "mlp", "options": {"hidden": "64"}}})
-    assert same["model"]["options"] == {"hidden": 64, "depth": 2}  # same model: options merge key by key
+    # same model: options merge key by key
+    assert same["model"]["options"] == {**default["model"]["options"], "hidden": 64}
     later = tmp_path / "later.yaml"
     later.write_text("model: {name: vgg11}\n")
     assert "options" not in load_config_files([preset, later])["model"]  # a later --configfile too

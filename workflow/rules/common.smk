@@ -129,7 +129,7 @@ def flags(options):
 def logged(command):
     """``command`` with its output in the rule's log; when it fails, the log's last line (the
     script's one-line ``error: ...``, naming the file or run and what to do) is shown too."""
-    return command + " > {log} 2>&1 || (tail -n 1 {log} >&2; exit 1)"
+    return f"{command} > {{log}} 2>&1 || (tail -n 1 {{log}} >&2; exit 1)"
 
 
 def model_flags(width):

@@ -26,9 +26,11 @@ rule lmc:
     benchmark:
         f"{RESULTS}/benchmarks/lmc/w{{width}}_pair{{a}}-{{b}}.tsv"
     shell:
-        "python {input.script} {params.dataset} {params.model} {params.options} --threads {threads} "
-        "--seed-a {wildcards.a} --seed-b {wildcards.b} --model-a {input.a} --model-b {input.b} {params.perms} "
-        "--out {output} > {log} 2>&1"
+        logged(
+            "python {input.script} {params.dataset} {params.model} {params.options} --threads {threads} "
+            "--seed-a {wildcards.a} --seed-b {wildcards.b} --model-a {input.a} --model-b {input.b} {params.perms} "
+            "--out {output}"
+        )
 
 
 rule mask_overlap:
@@ -47,8 +49,10 @@ rule mask_overlap:
     benchmark:
         f"{RESULTS}/benchmarks/mask_overlap/w{{width}}_pair{{a}}-{{b}}.tsv"
     shell:
-        "python {input.script} --masks {input.masks} --permuted {input.permuted} --perm {input.perm} "
-        "--seed {wildcards.b} --out {output} > {log} 2>&1"
+        logged(
+            "python {input.script} --masks {input.masks} --permuted {input.permuted} --perm {input.perm} "
+            "--seed {wildcards.b} --out {output}"
+        )
 
 
 rule diversity:
@@ -65,7 +69,9 @@ rule diversity:
     benchmark:
         f"{RESULTS}/benchmarks/diversity.tsv"
     shell:
-        "python {input.script} --logits {input.logits} --out {output} > {log} 2>&1"
+        logged(
+            "python {input.script} --logits {input.logits} --out {output}"
+        )
 
 
 rule diagnostics_report:
@@ -105,5 +111,7 @@ rule diagnostics_report:
     benchmark:
         f"{RESULTS}/benchmarks/diagnostics_report.tsv"
     shell:
-        "python {input.script} --lmc {input.lmc} --overlap {input.overlap} {params.diversity} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        logged(
+            "python {input.script} --lmc {input.lmc} --overlap {input.overlap} {params.diversity} "
+            "--out-dir {params.out_dir}"
+        )

@@ -27,8 +27,10 @@ rule summarize:
     benchmark:
         f"{RESULTS}/benchmarks/summarize.tsv"
     shell:
-        "python {input.script} --metrics {input.metrics} --paper {input.paper} --summary {output.summary} "
-        "--table {output.table} --gains {output.gains} --environment {output.environment} > {log} 2>&1"
+        logged(
+            "python {input.script} --metrics {input.metrics} --paper {input.paper} --summary {output.summary} "
+            "--table {output.table} --gains {output.gains} --environment {output.environment}"
+        )
 
 
 rule plot:
@@ -52,5 +54,7 @@ rule plot:
     benchmark:
         f"{RESULTS}/benchmarks/plot.tsv"
     shell:
-        "python {input.script} --summary {input.summary} --paper {input.paper} --vs-sparsity {output.vs_sparsity} "
-        "--vs-k {output.vs_k} --gain {output.gain} > {log} 2>&1"
+        logged(
+            "python {input.script} --summary {input.summary} --paper {input.paper} --vs-sparsity {output.vs_sparsity} "
+            "--vs-k {output.vs_k} --gain {output.gain}"
+        )
