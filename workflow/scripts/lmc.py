@@ -37,12 +37,13 @@ def main() -> None:
 
     _, device = cli.runtime(args)
     data = cli.dataset(args, device)
-    a = cli.load_model_state(args.model_a, args)
-    b = cli.load_model_state(args.model_b, args)
+    a = cli.load_model_state(args.model_a, args, seed=args.seed_a)
+    b = cli.load_model_state(args.model_b, args, seed=args.seed_b)
     model = cli.model(args, data).to(device)
     lines = [("A <-> B", "", a)]
     for method, path in args.perm:
-        found, _ = load_artifact(path, "permutation", expect=cli.model_meta(args))
+        expect = cli.model_meta(args) | {"method": method, "seed_a": args.seed_a, "seed_b": args.seed_b}
+        found, _ = load_artifact(path, "permutation", expect=expect, producer="match")
         spec = PermutationSpec.from_dict(found["spec"])
         lines.append((f"pi(A) <-> B ({method})", method, apply_permutation(spec, found["perm"], a)))
     out = []

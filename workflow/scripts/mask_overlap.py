@@ -27,16 +27,16 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="output JSON")
     args = p.parse_args()
 
-    found, _ = load_artifact(args.perm, "permutation")
+    found, _ = load_artifact(args.perm, "permutation", producer="match")
     spec = PermutationSpec.from_dict(found["spec"])
     random_perm = random_permutation(spec, torch.Generator().manual_seed(derive_seed(args.seed, 7)))
     permuted = {}
     for path in args.permuted:
-        m, meta = load_artifact(path, "mask")
+        m, meta = load_artifact(path, "mask", producer="permute_mask")
         permuted[(round(meta["sparsity"], 6), meta["permuted_by"])] = m
     rows = []
     for path in args.masks:
-        mask, meta = load_artifact(path, "mask")
+        mask, meta = load_artifact(path, "mask", producer="imp")
         sp = round(meta["sparsity"], 6)
         others = {method: m for (s, method), m in permuted.items() if s == sp}
         others["random"] = apply_permutation(spec, random_perm, mask, strict=True)
