@@ -179,9 +179,10 @@ def main() -> None:
             cmd += ["--device", "cuda", "--only", "resnet20-x1", "resnet20-x1-masked", "--workers", "4", "8",
                     "--recipe-images", "25600"]
         else:
-            cmd += ["--device", "cpu", "--only", "mlp-digits", "--recipe-widths", "1", "--recipe-images", "512",
-                    "--no-compile", "--loader-check"]
-            skipped.append("train: CPU, 512 images, no torch.compile, width 1 only")
+            cmd += ["--device", "cpu", "--only", "mlp-digits", "--mlp-epochs", "3", "--recipe-widths", "1",
+                    "--recipe-images", "256", "--no-compile", "--no-loader"]
+            skipped.append("train: CPU, digits MLP 3 epochs, ResNet20 x1 on 256 images, no torch.compile, "
+                           "no DataLoader comparison")
         status, sec, text = run_step("train", cmd, args.out, timeout=220, env=env)
         tables.append(("train", table_lines(text) + [line for line in text.splitlines() if " s   (" in line]))
         rows.append(("train", status, sec, "see table"))
