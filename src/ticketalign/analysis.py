@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ticketalign.data import Dataset
+from ticketalign.train import evaluate
 
 State = Mapping[str, torch.Tensor]
 
@@ -80,21 +81,6 @@ def reset_bn_stats(model: nn.Module, data: Dataset, batches: int, batch_size: in
     model.train(was_training)
 
 
-@torch.no_grad()
-def evaluate_loss_error(model: nn.Module, data: Dataset, batch_size: int = 1024) -> tuple[float, float]:
-    """Mean test cross-entropy and test error (%) of ``model`` in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    loss, wrong, n = 0.0, 0, 0
-    for x, y in data.test_batches(batch_size):
-        x, y = x.to(device), y.to(device)
-        out = model(x).float()
-        loss += F.cross_entropy(out, y, reduction="sum").item()
-        wrong += (out.argmax(1) != y).sum().item()
-        n += len(y)
-    return loss / n, 100.0 * wrong / n
-
-
 def linear_path(
     model: nn.Module,
     state_a: State,
@@ -117,7 +103,8 @@ def linear_path(
         model.load_state_dict(interpolate(state_a, state_b, alpha))
         if bn:
             reset_bn_stats(model, data, bn_batches, bn_batch_size)
-        loss, err = evaluate_loss_error(model, data)
+        scores = evaluate(model, data)  # eval mode, the whole test split
+        loss, err = scores["test_loss"], 100.0 - scores["test_acc"]
         rows.append({"alpha": alpha, "test_loss": loss, "test_error": err})
     return rows
 

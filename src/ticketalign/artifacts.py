@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from ticketalign.distributed import is_main
+
 
 class ArtifactError(ValueError):
     """An artifact is missing, unreadable, not ours, of the wrong kind, or was made for something
@@ -34,7 +36,7 @@ class ArtifactError(ValueError):
 
 
 def _atomic_write(path: str | os.PathLike, write) -> None:
-    if not _writes_files():
+    if not is_main():  # a multi-GPU job's processes hold the same state: only rank 0 writes it
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,13 +51,6 @@ def _atomic_write(path: str | os.PathLike, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def _writes_files() -> bool:
-    """In a multi-GPU job every process holds the same state: only rank 0 writes it
-    (:mod:`ticketalign.distributed`), so no two processes race on one file."""
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def save_artifact(path: str | os.PathLike, kind: str, data: Any, **meta: Any) -> None:

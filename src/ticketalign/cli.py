@@ -144,11 +144,6 @@ def runtime(args: argparse.Namespace) -> tuple[Runtime, torch.device]:
     return rt, device
 
 
-def is_main() -> bool:
-    """False in the processes of a multi-GPU job other than rank 0: they write nothing."""
-    return distributed.is_main()
-
-
 def dataset(args: argparse.Namespace, device: torch.device) -> Dataset:
     return load_dataset(args.dataset, root=args.data_root, download=args.download).to(device)
 

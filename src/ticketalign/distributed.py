@@ -210,9 +210,8 @@ class Replicas:
 
         A dataset with a ``shard`` field (ImageNet) cuts each global batch before decoding it;
         any other is sliced after gathering (in-memory batches are cheap to gather)."""
-        batches = data.train_batches(batch_size, seed=seed, epoch=epoch)
         if self.world == 1:
-            for batch in batches:
+            for batch in data.train_batches(batch_size, seed=seed, epoch=epoch):
                 yield batch, 1.0
             return
         n = data.num_train
@@ -226,7 +225,7 @@ class Replicas:
             for i, (x, y) in enumerate(local.train_batches(batch_size, seed=seed, epoch=epoch)):
                 yield (x, y), self.world * len(y) / min(batch_size, n - i * batch_size)
             return
-        for x, y in batches:
+        for x, y in data.train_batches(batch_size, seed=seed, epoch=epoch):  # gathered whole, then sliced
             n_global = len(y)
             x, y = x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
             yield (x, y), self.world * len(y) / n_global

@@ -14,9 +14,6 @@ from typing import Any
 
 import torch
 
-#: the keys :func:`environment` writes, in the order the report shows them
-ENVIRONMENT_KEYS = ("torch", "cpu_capability", "device", "threads", "python", "machine")
-
 
 def environment(device: torch.device | str) -> dict[str, Any]:
     """The software and hardware a run computed with (see the module docstring for why)."""

@@ -20,9 +20,10 @@ import pandas as pd
 
 METRIC_COLUMNS = ["test_acc", "test_loss", "train_acc", "train_loss", "actual_sparsity", "kept_weights", "epochs",
                   "wall_s"]
+ENV_COLUMNS = ["device", "torch", "cpu_capability", "threads"]  # what decides bit-identical reruns
 SUMMARY_COLUMNS = [
     "dataset", "model", "width", "seed_a", "seed_b", "sparsity", "rewind_epoch", "variant", "match_method",
-    *METRIC_COLUMNS, "device", "torch", "cpu_capability", "threads",
+    *METRIC_COLUMNS, *ENV_COLUMNS,
 ]
 GROUP = ["dataset", "model", "width", "sparsity", "rewind_epoch"]
 VARIANT_ORDER = ["lth", "naive", "permuted", "random"]

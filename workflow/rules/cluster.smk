@@ -11,7 +11,6 @@ COST_TABLE = Path(workflow.basedir) / "workflow" / "job_costs.tsv"
 try:
     COSTS = CostModel(config, load_cost_table(COST_TABLE), os.path.relpath(COST_TABLE))
     SLURM = load_settings()
-    COSTS.cost(GPU == 1)  # a model and dataset without a row stop here, naming the table
 except ValueError as err:
     raise WorkflowError(str(err)) from None
 
@@ -27,7 +26,8 @@ def missing_partition(wf):
 
 # the SLURM executor refuses to start without a partition (one message, before any submission), and
 # a preempted job that SLURM does not requeue is resubmitted (workflow/slurm_support.py)
-slurm_support.install(missing_partition)
+if workflow.is_main_process:  # a job re-reading the Snakefile submits nothing
+    slurm_support.install(missing_partition)
 
 
 # seconds-long jobs run in Snakemake's own process, never through the queue

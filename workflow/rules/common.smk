@@ -62,8 +62,12 @@ def lib(*parts):
 
 
 # what each stage computes with; the scripts themselves are inputs of their rules too
-COMMON_CODE = lib("artifacts.py", "cli.py", "config.py", "data", "guards.py", "models", "masks.py", "seeding.py")
-TRAIN_CODE = COMMON_CODE + lib("train.py")
+# (everything these import: cli.py brings distributed.py and gpu.py, models/ the permutation spec)
+COMMON_CODE = lib(
+    "artifacts.py", "cli.py", "config.py", "data", "distributed.py", "gpu.py", "guards.py", "models", "masks.py",
+    "seeding.py", "permutation/__init__.py", "permutation/spec.py",
+)
+TRAIN_CODE = COMMON_CODE + lib("train.py", "preempt.py")
 # software of every rule under --use-conda (the project itself comes from src/, see PYTHONPATH above)
 CONDA_ENV = "../envs/ticketalign.yaml"
 RUNTIME = config["runtime"]
@@ -72,7 +76,6 @@ RUNTIME = config["runtime"]
 # GPU rules declare gpu=1 unless the config pins the CPU; training rules gpu=runtime.gpus (a
 # multi-GPU job). With runtime.jobs_per_gpu = N, gpu counts slots: --resources gpu=<GPUs x N>.
 GPU = 0 if RUNTIME["device"] == "cpu" else 1
-TRAIN_GPU = GPU * RUNTIME["gpus"]
 
 
 wildcard_constraints:

@@ -4,7 +4,7 @@
 
 rule lmc:
     input:
-        code=COMMON_CODE + lib("analysis.py", "permutation/spec.py"),
+        code=TRAIN_CODE + lib("analysis.py"),
         script=SCRIPTS / "lmc.py",
         a=f"{RESULTS}/w{{width}}/seed{{a}}/dense/final.pt",
         b=f"{RESULTS}/w{{width}}/seed{{b}}/dense/final.pt",
@@ -35,7 +35,7 @@ rule lmc:
 
 rule mask_overlap:
     input:
-        code=lib("artifacts.py", "analysis.py", "cli.py", "config.py", "masks.py", "seeding.py", "permutation/spec.py"),
+        code=TRAIN_CODE + lib("analysis.py"),
         script=SCRIPTS / "mask_overlap.py",
         masks=[f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{sp}.pt" for sp in SPARSITIES],
         permuted=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{m}/mask_s{sp}.pt" for m in METHODS for sp in SPARSITIES],
@@ -57,7 +57,7 @@ rule mask_overlap:
 
 rule diversity:
     input:
-        code=lib("artifacts.py", "analysis.py"),
+        code=TRAIN_CODE + lib("analysis.py"),
         script=SCRIPTS / "diversity.py",
         logits=sparse_logits(),
     output:

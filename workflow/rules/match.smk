@@ -32,7 +32,7 @@ rule match:
 
 rule permute_mask:
     input:
-        code=COMMON_CODE + lib("permutation/spec.py"),
+        code=COMMON_CODE,
         script=SCRIPTS / "permute_mask.py",
         perms=[f"{RESULTS}/w{{width}}/pair{{a}}-{{b}}/{m}/perm.pt" for m in METHODS],
         mask=f"{RESULTS}/w{{width}}/seed{{a}}/imp/mask_s{{sp}}.pt",

@@ -22,11 +22,10 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
+from ticketalign.cluster import STARTUP_S, CostModel, load_cost_table
+from ticketalign.config import load_config_files, load_schema, validate_config
 
-from ticketalign.cluster import STARTUP_S, CostModel, load_cost_table  # noqa: E402
-from ticketalign.config import load_config_files, load_schema, validate_config  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 JOB = re.compile(r"^rule (\w+):$")
 FIELD = re.compile(r"^\s+(wildcards|resources): (.*)$")
@@ -125,7 +124,9 @@ def _wildcards(rule: str, stem: str) -> dict[str, str]:
 
 
 def _config(configfile: str) -> dict:
-    return validate_config(load_config_files([configfile]), load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
+    # sized on a login node, run on GPU nodes: a CUDA runtime.device need not exist here
+    return validate_config(load_config_files([configfile]), load_schema(ROOT / "workflow/schemas/config.schema.yaml"),
+                           jobs_run_here=False)
 
 
 def main() -> None:

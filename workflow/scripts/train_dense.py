@@ -39,7 +39,7 @@ def main() -> None:
         on_snapshot=snapshot, checkpoint=args.out_dir / "train.ckpt", log=cli.log,
         guard=cli.guard(f"rule train_dense (width {args.width:g}, seed {args.seed})", "dense"),
     )
-    if not cli.is_main():
+    if not cli.distributed.is_main():
         return  # another process of a multi-GPU job: rank 0 writes the files
     for k in args.snapshot_epochs:
         os.replace(cache / f"ep{k}.pt", args.out_dir / f"ep{k}.pt")

@@ -90,7 +90,7 @@ def main() -> None:
                        guard=cli.guard(name, "sparse.train"))
         wall_s = time.perf_counter() - t0  # of this job's share of the run: a resumed run counts from the resume
         if args.save_logits == "true":
-            logits, labels = test_logits(model, data)
+            logits, labels = test_logits(model, data, amp=rt.amp)
             save_artifact(args.out_dir / run.name / "logits.pt", "test_logits",
                           {"logits": logits.to(torch.float16), "labels": labels}, **(tags | meta), run=run.name,
                           rewind_epoch=args.rewind_epoch, sparsity=target)
